@@ -1,0 +1,83 @@
+"""Image geometry of flattened rows.
+
+Between pipeline steps images travel as 2-D float32 rows of length H*W*C in
+row-major (height, width, channel) order. These helpers decide which
+(H, W, C) a row holds, the same way for every estimator, and never guess
+silently: a square image with 1 or 3 channels is the only inference made
+(s*s and 3*s*s are never both true), anything else needs ``image_shape``.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+
+def _square_side(n):
+    side = math.isqrt(n)
+    return side if side * side == n else None
+
+
+def check_image_shape(image_shape, *, name="image_shape"):
+    """Validate a user's ``(H, W)`` or ``(H, W, C)`` and return ``(H, W, C)``."""
+    try:
+        dims = tuple(image_shape)
+    except TypeError:
+        dims = None
+    if (
+        dims is None
+        or len(dims) not in (2, 3)
+        or not all(isinstance(d, numbers.Integral) and d > 0 for d in dims)
+    ):
+        raise ValueError(
+            f"{name} must be a tuple (height, width) or (height, width, channels) "
+            f"of positive integers, got {image_shape!r}."
+        )
+    if len(dims) == 2:
+        dims = dims + (1,)
+    return tuple(int(d) for d in dims)
+
+
+def infer_image_shape(n_features, image_shape=None, *, required=True):
+    """Return the ``(H, W, C)`` that rows of ``n_features`` values hold.
+
+    Parameters
+    ----------
+    n_features : int
+        Length of one row.
+    image_shape : tuple or None
+        The user's setting; wins when given and must match ``n_features``.
+    required : bool
+        With ``required=True`` a row that is not a square 1- or 3-channel
+        image raises; otherwise ``None`` is returned.
+    """
+    if image_shape is not None:
+        shape = check_image_shape(image_shape)
+        if math.prod(shape) != n_features:
+            raise ValueError(
+                f"image_shape={tuple(image_shape)!r} holds {math.prod(shape)} values "
+                f"per image but the input has {n_features} features per row. Set "
+                "image_shape to the (height, width, channels) of the images the "
+                "rows were flattened from."
+            )
+        return shape
+    side = _square_side(n_features)
+    if side is not None:
+        return (side, side, 1)
+    if n_features % 3 == 0:
+        side = _square_side(n_features // 3)
+        if side is not None:
+            return (side, side, 3)
+    if required:
+        raise ValueError(
+            f"Cannot tell the image shape of rows with {n_features} features: they "
+            "are neither a square grayscale image (s*s) nor a square RGB image "
+            "(3*s*s). Set image_shape=(height, width, channels), or pass a 4-D "
+            "array of shape (n_images, height, width, channels)."
+        )
+    return None
+
+
+def rows_to_images(X, image_shape):
+    """View 2-D rows as a 4-D ``(n, H, W, C)`` batch (no copy)."""
+    return np.reshape(X, (X.shape[0],) + tuple(image_shape))

@@ -1,0 +1,192 @@
+"""Image data sets: scikit-learn's digits, Fashion-MNIST, and folders of images."""
+
+import gzip
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from . import _image_io
+
+__all__ = ["load_digits_images", "load_fashion_mnist", "load_image_folder"]
+
+_FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+_DATA_ENV = "SKLEARN_IMGRETRIEVAL_DATA"
+
+
+def load_digits_images():
+    """scikit-learn's bundled handwritten digits as 8x8 images.
+
+    Returns
+    -------
+    images : ndarray of float32, shape (1797, 8, 8)
+        Pixel intensities scaled from 0-16 to [0, 1].
+    labels : ndarray of int, shape (1797,)
+        The digit each image shows.
+
+    Examples
+    --------
+    >>> from sklearn_imgretrieval.datasets import load_digits_images
+    >>> images, labels = load_digits_images()
+    >>> images.shape, images.dtype, float(images.max()), labels[:5]
+    ((1797, 8, 8), dtype('float32'), 1.0, array([0, 1, 2, 3, 4]))
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return (digits.images / 16.0).astype(np.float32), digits.target
+
+
+def _read_idx(path):
+    """Read a gzipped IDX file (the MNIST format) into a uint8 array."""
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    n_dims = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(n_dims))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * n_dims).reshape(shape)
+
+
+def _fashion_candidates(data_home):
+    if data_home is not None:
+        yield Path(data_home)
+    if os.environ.get(_DATA_ENV):
+        yield Path(os.environ[_DATA_ENV])
+    yield Path("/usr/share/datasets/fashion-mnist")
+    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    yield keras_home / "datasets" / "fashion-mnist"
+
+
+def load_fashion_mnist(subset="train", data_home=None):
+    """Fashion-MNIST: 28x28 grayscale photos of clothes in 10 classes.
+
+    Looks for the four IDX files (``train-images-idx3-ubyte.gz`` and so on)
+    in ``data_home``, then in the folder named by the environment variable
+    ``SKLEARN_IMGRETRIEVAL_DATA``, then in ``/usr/share/datasets/fashion-mnist``
+    (Debian's package ``dataset-fashion-mnist``), then in Keras's cache
+    ``~/.keras/datasets/fashion-mnist``; otherwise Keras downloads them.
+
+    Parameters
+    ----------
+    subset : {"train", "test"}, default="train"
+        The 60,000 training or the 10,000 test images.
+    data_home : str or path-like, default=None
+        Folder searched first.
+
+    Returns
+    -------
+    images : ndarray of uint8, shape (n, 28, 28)
+        The images.
+    labels : ndarray of uint8, shape (n,)
+        Class of each image, 0-9.
+    """
+    if subset not in _FASHION_FILES:
+        raise ValueError(f'subset must be "train" or "test", got {subset!r}.')
+    image_file, label_file = _FASHION_FILES[subset]
+    searched = []
+    for folder in _fashion_candidates(data_home):
+        searched.append(str(folder))
+        if (folder / image_file).is_file() and (folder / label_file).is_file():
+            return _read_idx(folder / image_file), _read_idx(folder / label_file)
+    try:
+        import keras
+
+        (x_train, y_train), (x_test, y_test) = keras.datasets.fashion_mnist.load_data()
+    except Exception as exc:  # offline, or Keras unable to fetch
+        raise OSError(
+            f"Fashion-MNIST not found. Looked for {image_file} in: {', '.join(searched)}; "
+            f"and Keras could not download it ({type(exc).__name__}: {exc}). Install "
+            "Debian's package dataset-fashion-mnist, or put the four IDX files in a "
+            f"folder and pass data_home= or set {_DATA_ENV}."
+        ) from exc
+    return (x_train, y_train) if subset == "train" else (x_test, y_test)
+
+
+def _is_readable_image(path):
+    """None if Pillow decodes ``path``, else the reason it cannot."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.draft(None, (64, 64))  # JPEG: decode at 1/8 scale, enough to check
+            img.load()
+        return None
+    except Exception as exc:  # any failure means the file is unusable
+        return f"{type(exc).__name__}: {exc}"
+
+
+def load_image_folder(path, extensions=_image_io.IMAGE_EXTENSIONS, recursive=True, verify=False, n_jobs=None):
+    """Paths and labels of a folder of images, one subfolder per class.
+
+    ``root/cat/a.jpg`` gets the label of class ``"cat"``. Images directly in
+    ``root`` belong to the class ``""`` (useful for unlabelled folders).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The root folder.
+    extensions : tuple of str, default=IMAGE_EXTENSIONS
+        File name endings taken as images, compared case-insensitively.
+    recursive : bool, default=True
+        Walk nested folders; the label is the first folder level below root.
+    verify : bool, default=False
+        Open every file and drop those Pillow cannot read, with one warning
+        that names them.
+    n_jobs : int, default=None
+        Threads used by ``verify``.
+
+    Returns
+    -------
+    paths : list of str
+        Image paths in sorted order.
+    labels : ndarray of int, shape (n_images,)
+        Index into ``class_names`` of each image.
+    class_names : list of str
+        Sorted subfolder names.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> from sklearn_imgretrieval.datasets import load_image_folder
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ["cat/1.png", "cat/2.png", "dog/1.png"]:
+    ...     (root / name).parent.mkdir(exist_ok=True)
+    ...     Image.new("RGB", (8, 8)).save(root / name)
+    >>> paths, labels, class_names = load_image_folder(root)
+    >>> labels, class_names
+    (array([0, 0, 1]), ['cat', 'dog'])
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder. Pass the folder that holds the images.")
+    suffixes = tuple(ext.lower() for ext in extensions)
+    walker = root.rglob("*") if recursive else root.glob("*")
+    files = sorted(
+        p for p in walker if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
+    )
+    if verify and files:
+        reasons, _ = _image_io.map_threads(_is_readable_image, files, n_jobs)
+        bad = [(f, r) for f, r in zip(files, reasons) if r is not None]
+        if bad:
+            warnings.warn(
+                f"Skipped {len(bad)} unreadable image file(s): "
+                + "; ".join(f"{f} ({r})" for f, r in bad),
+                UserWarning,
+                stacklevel=2,
+            )
+            bad_set = {f for f, _ in bad}
+            files = [f for f in files if f not in bad_set]
+    if not files:
+        raise ValueError(
+            f"No image files in {root} (extensions {', '.join(suffixes)}). "
+            "Check the path, or pass extensions=."
+        )
+    folders = [f.relative_to(root).parts[0] if len(f.relative_to(root).parts) > 1 else "" for f in files]
+    class_names = sorted(set(folders))
+    lookup = {name: i for i, name in enumerate(class_names)}
+    labels = np.array([lookup[folder] for folder in folders])
+    return [str(f) for f in files], labels, class_names

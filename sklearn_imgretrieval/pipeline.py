@@ -1,0 +1,153 @@
+"""RetrievalPipeline: a Pipeline whose last step answers neighbour queries."""
+
+from collections import Counter
+
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
+
+
+class RetrievalPipeline(Pipeline):
+    """A :class:`sklearn.pipeline.Pipeline` with ``kneighbors`` and ``kneighbors_graph``.
+
+    Queries pass through every step but the last (decoding, embedding), then
+    the last step, typically a
+    :class:`~sklearn_imgretrieval.NearestImageRetriever`, answers them.
+    Everything else is ``Pipeline``: ``fit``, ``predict``, ``score``,
+    ``transform``, ``set_params`` with ``step__param`` names, so that
+    ``GridSearchCV`` and ``joblib.dump`` work as usual.
+
+    Parameters
+    ----------
+    steps : list of (name, estimator) tuples
+        As for ``Pipeline``; the last estimator must have ``kneighbors``.
+    memory : str or object with the joblib.Memory interface, default=None
+        Caches fitted transformers, as for ``Pipeline``.
+    verbose : bool, default=False
+        Print the time each step takes to fit.
+
+    See Also
+    --------
+    make_retrieval_pipeline : Build one with step names chosen for you.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.decomposition import PCA
+    >>> from sklearn_imgretrieval import NearestImageRetriever, RetrievalPipeline
+    >>> X = np.random.default_rng(0).random((20, 64), dtype=np.float32)
+    >>> pipe = RetrievalPipeline([("pca", PCA(4)), ("neighbors", NearestImageRetriever(n_neighbors=3))])
+    >>> pipe.set_params(neighbors__n_neighbors=2).fit(X)
+    RetrievalPipeline(steps=[('pca', PCA(n_components=4)),
+                             ('neighbors', NearestImageRetriever(n_neighbors=2))])
+    >>> pipe.kneighbors(X[:1], return_distance=False)
+    array([[ 0, 10]])
+    """
+
+    def _embed(self, X):
+        check_is_fitted(self)
+        if X is None:
+            return None
+        for _, step in self.steps[:-1]:
+            if step is not None and step != "passthrough":
+                X = step.transform(X)
+        return X
+
+    def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
+        """Embed ``X`` with all steps but the last, then ask the last for neighbours.
+
+        Parameters
+        ----------
+        X : images or array-like, default=None
+            Queries in the format the first step takes. ``None`` queries the
+            gallery itself, each item left out of its own list.
+        n_neighbors : int, default=None
+            Neighbours per query; defaults to the last step's ``n_neighbors``.
+        return_distance : bool, default=True
+            Whether to return distances as well.
+
+        Returns
+        -------
+        distances : ndarray of shape (n_queries, n_neighbors)
+            Only when ``return_distance=True``.
+        indices : ndarray of shape (n_queries, n_neighbors)
+            Gallery indices of the neighbours, nearest first.
+        """
+        return self._final_estimator.kneighbors(
+            self._embed(X), n_neighbors=n_neighbors, return_distance=return_distance
+        )
+
+    def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
+        """Sparse k-NN graph of the queries ``X`` against the gallery.
+
+        Parameters
+        ----------
+        X : images or array-like, default=None
+            Queries; ``None`` queries the gallery leave-one-out.
+        n_neighbors : int, default=None
+            Neighbours per query.
+        mode : {"connectivity", "distance"}, default="connectivity"
+            Values of the graph.
+
+        Returns
+        -------
+        graph : sparse matrix of shape (n_queries, n_gallery)
+            CSR matrix.
+        """
+        return self._final_estimator.kneighbors_graph(
+            self._embed(X), n_neighbors=n_neighbors, mode=mode
+        )
+
+
+def _step_names(estimators):
+    """Lower-case class names, numbered when repeated (as ``make_pipeline`` does)."""
+    names = [type(estimator).__name__.lower() for estimator in estimators]
+    repeated = {name for name, count in Counter(names).items() if count > 1}
+    seen = Counter()
+    unique = []
+    for name in names:
+        if name in repeated:
+            seen[name] += 1
+            name = f"{name}-{seen[name]}"
+        unique.append(name)
+    return unique
+
+
+def make_retrieval_pipeline(*steps, memory=None, verbose=False):
+    """Build a :class:`RetrievalPipeline`, naming each step after its class.
+
+    Names follow :func:`sklearn.pipeline.make_pipeline`: ``PCA`` becomes
+    ``"pca"``, ``NearestImageRetriever`` becomes ``"nearestimageretriever"``,
+    so a grid reads ``{"pca__n_components": [32, 64]}``.
+
+    Parameters
+    ----------
+    *steps : estimators
+        The steps in order; the last must have ``kneighbors``.
+    memory : str or object with the joblib.Memory interface, default=None
+        Caches fitted transformers.
+    verbose : bool, default=False
+        Print the time each step takes to fit.
+
+    Returns
+    -------
+    pipeline : RetrievalPipeline
+        The unfitted pipeline.
+
+    Examples
+    --------
+    >>> from sklearn.decomposition import PCA
+    >>> from sklearn_imgretrieval import ImagePreprocessor, NearestImageRetriever, make_retrieval_pipeline
+    >>> pipe = make_retrieval_pipeline(ImagePreprocessor(size=(8, 8)), PCA(4), NearestImageRetriever())
+    >>> [name for name, _ in pipe.steps]
+    ['imagepreprocessor', 'pca', 'nearestimageretriever']
+    """
+    if not steps:
+        raise ValueError("make_retrieval_pipeline needs at least one step.")
+    if not hasattr(steps[-1], "kneighbors"):
+        raise TypeError(
+            f"The last step must answer neighbour queries (have kneighbors); got "
+            f"{type(steps[-1]).__name__}. End the pipeline with NearestImageRetriever()."
+        )
+    return RetrievalPipeline(
+        list(zip(_step_names(steps), steps)), memory=memory, verbose=verbose
+    )
