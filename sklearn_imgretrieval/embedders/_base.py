@@ -1,0 +1,255 @@
+"""What every Keras embedder shares.
+
+``KerasEmbedder`` gives its subclasses input validation (2-D rows or 4-D
+images, the image-shape rule of ``_image_shape``), a seeded fit loop with a
+validation split and early stopping, batched prediction, persistence of the
+networks as plain weight arrays, and scikit-learn tags. A subclass says which
+attributes hold Keras models and how to build them; the rest is here.
+
+Randomness never touches global state: initialisers take seeds from a
+``keras.random.SeedGenerator``, batches are shuffled by a NumPy generator
+derived from ``random_state``, so a fit neither reads nor changes the
+Python, NumPy or backend global seeds.
+"""
+
+import math
+import numbers
+
+import keras
+import numpy as np
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .._image_shape import check_image_shape, infer_image_shape
+
+_MAX_SEED = 2**31 - 1
+
+
+class ShuffledBatches(keras.utils.PyDataset):
+    """Mini-batches of ``(x, y)`` in a new seeded order every epoch.
+
+    Keras's own ``shuffle=True`` draws from the backend's global seed; this
+    keeps the order a function of ``random_state`` alone.
+    """
+
+    def __init__(self, x, y, batch_size, seed):
+        super().__init__()
+        self._x = x
+        self._y = y
+        self._batch_size = batch_size
+        self._rng = np.random.default_rng(seed)
+        self._order = self._rng.permutation(len(x))
+
+    def __len__(self):
+        return math.ceil(len(self._x) / self._batch_size)
+
+    def __getitem__(self, index):
+        rows = self._order[index * self._batch_size : (index + 1) * self._batch_size]
+        rows = np.sort(rows)  # contiguous-ish reads; the batch's order does not matter
+        x = self._x[rows]
+        if self._y is None:
+            return (x,)
+        return x, (x if self._y is self._x else self._y[rows])
+
+    def on_epoch_end(self):
+        self._order = self._rng.permutation(len(self._x))
+
+
+def seed_from(random_state):
+    """An int seed drawn from ``random_state`` (None, int or RandomState)."""
+    return int(check_random_state(random_state).randint(_MAX_SEED))
+
+
+def split_validation(n_samples, validation_fraction, seed):
+    """Seeded (train, validation) row indices; validation empty for fraction 0."""
+    if validation_fraction == 0:
+        return np.arange(n_samples), np.arange(0)
+    n_val = int(round(n_samples * validation_fraction))
+    if n_val < 1 or n_samples - n_val < 1:
+        raise ValueError(
+            f"validation_fraction={validation_fraction} of {n_samples} samples leaves "
+            f"{n_val} for validation and {n_samples - n_val} for training; both need "
+            "at least one. Give more samples or set validation_fraction=0 (which "
+            "also turns early stopping off)."
+        )
+    order = np.random.default_rng(seed).permutation(n_samples)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Base of the Keras embedders; not an estimator by itself.
+
+    Subclasses set ``_keras_models`` (names of fitted attributes holding Keras
+    models) and implement ``_build_models(seed)``, which creates those
+    attributes from the fitted shapes (``n_features_in_``, ``image_shape_``)
+    and the parameters. Weights are not part of the build: persistence stores
+    them separately and sets them on a fresh build.
+    """
+
+    _keras_models = ()
+    #: Whether the architecture needs an image shape (conv) or only rows (dense).
+    _requires_image_shape = False
+
+    # -------------------------------------------------------------- input
+    def _validate_input(self, X, *, reset):
+        """float32 rows of ``X``, which may be 2-D rows or 4-D (n, H, W, C) images.
+
+        On ``reset`` sets ``n_features_in_`` and ``image_shape_``.
+        """
+        four_d = getattr(X, "ndim", None) == 4
+        if four_d:
+            images = np.asarray(X)
+            rows = images.reshape(images.shape[0], -1)
+        else:
+            rows = X
+        rows = validate_data(self, rows, reset=reset, dtype=np.float32, ensure_min_samples=1)
+        if reset:
+            if four_d:
+                shape = images.shape[1:]
+                if self.image_shape is not None and check_image_shape(self.image_shape) != shape:
+                    raise ValueError(
+                        f"image_shape={tuple(self.image_shape)!r} does not match the "
+                        f"images given, of shape {shape}. Leave image_shape=None for "
+                        "4-D input."
+                    )
+            else:
+                shape = infer_image_shape(
+                    rows.shape[1], self.image_shape, required=self._requires_image_shape
+                )
+            self.image_shape_ = shape
+            self._input_ndim = 4 if four_d else 2
+        return rows
+
+    def _as_input_layout(self, rows):
+        """Rows back in the layout ``fit`` was given (2-D rows or 4-D images)."""
+        if self._input_ndim == 4:
+            return rows.reshape((rows.shape[0],) + tuple(self.image_shape_))
+        return rows
+
+    def _check_latent_dim(self, n_features):
+        if self.latent_dim > n_features:
+            raise ValueError(
+                f"latent_dim={self.latent_dim} is larger than the {n_features} input "
+                "features: the embedding would not compress the images. Choose "
+                f"latent_dim <= {n_features}."
+            )
+
+    # ------------------------------------------------------------ training
+    def _fit_model(self, model, x, y, *, seed):
+        """Train ``model`` (compiled) on ``x`` -> ``y`` and record the history.
+
+        ``y`` may be ``x`` itself (autoencoders), labels, or None when the
+        model adds its own loss. Holds out ``validation_fraction`` for early
+        stopping with ``patience``, restoring the best weights.
+        """
+        train, val = split_validation(len(x), self.validation_fraction, seed)
+
+        def targets(x_part, rows):
+            if y is None:
+                return None
+            return x_part if y is x else y[rows]
+
+        x_train = x[train] if len(val) else x
+        y_train = targets(x_train, train)
+        callbacks = []
+        validation_data = None
+        if len(val):
+            x_val = x[val]
+            y_val = targets(x_val, val)
+            validation_data = (x_val,) if y_val is None else (x_val, y_val)
+            if self.early_stopping:
+                callbacks.append(
+                    keras.callbacks.EarlyStopping(
+                        monitor="val_loss", patience=self.patience, restore_best_weights=True
+                    )
+                )
+        batches = ShuffledBatches(x_train, y_train, self.batch_size, seed)
+        history = model.fit(
+            batches,
+            epochs=self.epochs,
+            validation_data=validation_data,
+            validation_batch_size=self.batch_size,
+            callbacks=callbacks,
+            verbose=self.verbose,
+        ).history
+        history = {key: [float(v) for v in values] for key, values in history.items()}
+        if self._continues_training():
+            for key, values in history.items():
+                self.history_.setdefault(key, []).extend(values)
+            self.n_iter_ += len(history["loss"])
+        else:
+            self.history_ = history
+            self.n_iter_ = len(history["loss"])
+
+    def _continues_training(self):
+        """True when this fit goes on from the networks of the previous fit."""
+        return bool(getattr(self, "warm_start", False)) and all(
+            hasattr(self, name) for name in self._keras_models
+        )
+
+    def _predict(self, model, x):
+        """``model.predict`` in batches of ``batch_size``, as float32."""
+        out = model.predict(x, batch_size=self.batch_size, verbose=0)
+        if isinstance(out, (list, tuple)):
+            out = out[0]
+        return np.asarray(out, dtype=np.float32)
+
+    # ------------------------------------------------------------ sklearn
+    @property
+    def _n_features_out(self):
+        return self.latent_dim
+
+    def transform(self, X):
+        """Embed ``X`` into ``latent_dim`` float32 features.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, H, W, C)
+            Images as rows (from ImagePreprocessor) or as a 4-D array.
+
+        Returns
+        -------
+        embeddings : ndarray of float32, shape (n_samples, latent_dim)
+            One embedding per image.
+        """
+        check_is_fitted(self, self._keras_models)
+        rows = self._validate_input(X, reset=False)
+        return self._embed(rows)
+
+    def _embed(self, rows):
+        raise NotImplementedError
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        tags.input_tags.allow_nan = False
+        return tags
+
+    # -------------------------------------------------------- persistence
+    def __getstate__(self):
+        # Networks travel as their weight arrays and are rebuilt on load:
+        # this works on every backend and stores each weight once.
+        state = super().__getstate__()
+        weights = {}
+        for name in self._keras_models:
+            if name in state:
+                weights[name] = [np.asarray(w) for w in state.pop(name).get_weights()]
+        state["_keras_weights"] = weights
+        return state
+
+    def __setstate__(self, state):
+        weights = state.pop("_keras_weights", {})
+        super().__setstate__(state)
+        if weights:
+            self._build_models(seed=0)  # architecture only; the weights follow
+            for name, values in weights.items():
+                getattr(self, name).set_weights(values)
+
+
+def positive_int_tuple(value, name):
+    """Validate a tuple of positive ints such as ``hidden_units`` or ``filters``."""
+    values = tuple(value)
+    if not values or not all(isinstance(v, numbers.Integral) and v > 0 for v in values):
+        raise ValueError(f"{name} must be a non-empty tuple of positive integers, got {value!r}.")
+    return tuple(int(v) for v in values)
