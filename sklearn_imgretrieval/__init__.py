@@ -1,49 +1,38 @@
 """Content-based image retrieval as scikit-learn estimators.
 
-Importing the package is cheap: the Keras embedders (and so TensorFlow) are
-imported only when one of them is first used, so that the command line and
-pure-scikit-learn pipelines start fast.
+Public names are resolved on first access (PEP 562), so ``import
+sklearn_imgretrieval`` costs almost nothing: scikit-learn is imported with
+the first estimator used and Keras (and so TensorFlow) only with the first
+Keras embedder. The ``imgretrieval`` command relies on this to start fast.
 """
 
 import importlib
-import importlib.util
 
 from ._version import __version__
-from .neighbors import NearestImageRetriever
-from .pipeline import RetrievalPipeline, make_retrieval_pipeline
-from .preprocessing import ImagePreprocessor
 
-# Public names whose modules import Keras, resolved on first access (PEP 562).
-_LAZY = {
+# public name -> module defining it
+_PUBLIC = {
+    "ImagePreprocessor": "sklearn_imgretrieval.preprocessing",
     "AutoencoderEmbedder": "sklearn_imgretrieval.embedders.autoencoder",
     "VAEEmbedder": "sklearn_imgretrieval.embedders.vae",
     "PretrainedCNNEmbedder": "sklearn_imgretrieval.embedders.pretrained",
+    "NearestImageRetriever": "sklearn_imgretrieval.neighbors",
+    "RetrievalPipeline": "sklearn_imgretrieval.pipeline",
+    "make_retrieval_pipeline": "sklearn_imgretrieval.pipeline",
 }
 
-__all__ = [
-    "ImagePreprocessor",
-    "NearestImageRetriever",
-    "RetrievalPipeline",
-    "make_retrieval_pipeline",
-    "__version__",
-]
+# TEMPORARY while the embedder modules are being written: list only the names
+# whose module exists. Removed once embedders/ is complete.
+import importlib.util  # noqa: E402
 
-
-def _available_lazy_names():
-    """Lazy names whose module exists in this checkout."""
-    return [
-        name
-        for name, module in _LAZY.items()
-        if importlib.util.find_spec(module) is not None
-    ]
-
-
-__all__ += _available_lazy_names()
+__all__ = [n for n, m in _PUBLIC.items() if importlib.util.find_spec(m) is not None] + ["__version__"]
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
