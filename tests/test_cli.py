@@ -1,0 +1,127 @@
+"""The imgretrieval command, driven through subprocess as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def run(*args, check_status=0):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg")
+    result = subprocess.run(
+        [sys.executable, "-m", "sklearn_imgretrieval", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == check_status, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Generated JPEG and PNG photos in two class folders, plus a corrupt
+    JPEG and a text file named like an image."""
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:64]
+    for label, pattern in (("stripes", np.sin(xx / 3.0)), ("rings", np.sin(np.hypot(yy - 24, xx - 32) / 2.5))):
+        (root / label).mkdir()
+        for i in range(6):
+            tint = rng.uniform(0.5, 1.0, 3)
+            pixels = (pattern[..., None] * 0.5 + 0.5) * tint * 255 + rng.normal(0, 8, (48, 64, 3))
+            image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+            image.save(root / label / f"{label}{i}.{'jpg' if i % 2 else 'png'}")
+    (root / "rings" / "broken.jpg").write_bytes(rng.integers(0, 256, 500, dtype=np.uint8).tobytes())
+    (root / "stripes" / "notes.png").write_text("not an image")
+    (root / "stripes" / "readme.txt").write_text("ignored: not an image extension")
+    return root
+
+
+@pytest.fixture(scope="module")
+def index_file(photos, tmp_path_factory):
+    model = tmp_path_factory.mktemp("model") / "photos.joblib"
+    result = run("index", photos, "-o", model, "--embedder", "pca", "--size", 24, 24)
+    assert "indexed 12 images" in result.stdout
+    # one warning that names both unreadable files
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1
+    assert "broken.jpg" in warnings[0] and "notes.png" in warnings[0]
+    return model
+
+
+def test_query_json_finds_the_image_itself_first(photos, index_file):
+    query = photos / "rings" / "rings2.png"
+    result = run("query", index_file, query, "-k", 3, "--json")
+    answers = json.loads(result.stdout)
+    assert len(answers) == 1 and answers[0]["query"] == str(query)
+    neighbours = answers[0]["neighbors"]
+    assert len(neighbours) == 3
+    assert neighbours[0]["path"] == str(query)
+    assert neighbours[0]["distance"] == pytest.approx(0.0, abs=1e-5)
+    assert all("rings" in n["path"] for n in neighbours)
+
+
+def test_query_table_and_plot(photos, index_file, tmp_path):
+    picture = tmp_path / "answers.png"
+    queries = [photos / "stripes" / "stripes1.jpg", photos / "rings" / "rings4.png"]
+    result = run("query", index_file, *queries, "-k", 4, "--plot", picture)
+    assert result.stdout.count("query:") == 2
+    with Image.open(picture) as image:
+        image.load()
+        assert image.format == "PNG"
+        # 2 rows of 1 query + 4 neighbours: wider than tall
+        assert image.width > image.height > 100
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["index", "no/such/folder", "-o", "m.joblib", "--embedder", "pca"], "is not a folder"),
+        (["query", "no-model.joblib", "x.jpg"], "no model file"),
+    ],
+)
+def test_user_errors_end_with_one_line_and_status_2(args, message, tmp_path):
+    result = run(*args, check_status=2)
+    assert result.stderr.startswith("imgretrieval: error:") and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_empty_folder_and_foreign_model_file(tmp_path, index_file):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run("index", empty, "-o", tmp_path / "m.joblib", "--embedder", "pca", check_status=2)
+    assert "No image files" in result.stderr and "Traceback" not in result.stderr
+    foreign = tmp_path / "foreign.joblib"
+    foreign.write_bytes(b"this is not a pickle")
+    result = run("query", foreign, index_file, check_status=2)
+    assert "is not a model saved by `imgretrieval index`" in result.stderr
+    result = run("query", index_file, tmp_path / "missing.jpg", check_status=2)
+    assert "no such image file" in result.stderr
+
+
+def test_help_of_every_command_has_an_example():
+    for command in ("demo", "index", "query", "evaluate"):
+        result = run(command, "--help")
+        assert "example:" in result.stdout and f"imgretrieval {command}" in result.stdout
+
+
+def test_help_does_not_import_tensorflow():
+    code = (
+        "import sys; from sklearn_imgretrieval.cli import build_parser; build_parser(); "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_evaluate_prints_the_metrics_table(photos):
+    result = run("evaluate", "--dataset", "digits", "--embedder", "pca")
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["embedding", "P@10", "mAP@100", "5-NN", "acc", "seconds"]
+    raw, pca = lines[2].split(), lines[3].split()
+    assert raw[:2] == ["raw", "pixels"] and pca[0] == "pca"
+    assert 0.8 < float(pca[1]) <= 1.0
