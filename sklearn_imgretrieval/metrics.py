@@ -247,15 +247,19 @@ def knn_accuracy(y_query, neighbor_labels, k=None):
     0.5
     """
     _relevance(y_query, neighbor_labels, k)  # validates shapes and k
-    neighbor_labels = np.asarray(neighbor_labels)[:, :k]
+    predicted = _majority_vote(np.asarray(neighbor_labels)[:, :k])
+    return float(np.mean(predicted == np.asarray(y_query)))
+
+
+def _majority_vote(neighbor_labels):
+    """The most frequent label of each row; ties go to the smallest label."""
     classes, codes = np.unique(neighbor_labels, return_inverse=True)
-    n_queries, k = neighbor_labels.shape
+    n_rows, k = neighbor_labels.shape
     votes = sp.csr_matrix(
         (np.ones(codes.size), codes.ravel(), np.arange(0, codes.size + 1, k)),
-        shape=(n_queries, len(classes)),
+        shape=(n_rows, len(classes)),
     )
-    predicted = classes[np.asarray(votes.argmax(axis=1)).ravel()]
-    return float(np.mean(predicted == np.asarray(y_query)))
+    return classes[np.asarray(votes.argmax(axis=1)).ravel()]
 
 
 def _count_relevant(y_query, y_gallery):

@@ -10,7 +10,7 @@ from sklearn.neighbors import VALID_METRICS, NearestNeighbors
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .metrics import precision_at_k
+from .metrics import _majority_vote, precision_at_k
 
 _SKLEARN_METRICS = frozenset(chain.from_iterable(VALID_METRICS.values()))
 
@@ -281,14 +281,7 @@ class NearestImageRetriever(TransformerMixin, BaseEstimator):
         """
         self._require_labels("predict")
         indices = self.kneighbors(X, return_distance=False)
-        classes, codes = np.unique(self.gallery_labels_, return_inverse=True)
-        neighbour_codes = codes.ravel()[indices]
-        n_queries, k = neighbour_codes.shape
-        votes = sp.csr_matrix(
-            (np.ones(n_queries * k), neighbour_codes.ravel(), np.arange(0, n_queries * k + 1, k)),
-            shape=(n_queries, len(classes)),
-        )
-        return classes[np.asarray(votes.argmax(axis=1)).ravel()]
+        return _majority_vote(self.gallery_labels_[indices])
 
     def score(self, X, y):
         """Mean precision@``n_neighbors`` of the queries ``X`` labelled ``y``.
