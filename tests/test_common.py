@@ -9,7 +9,9 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import sklearn_imgretrieval
 
 #: Settings that keep the checks fast; the estimators' defaults stay untouched.
-CHECK_PARAMS = {}
+CHECK_PARAMS = {
+    "AutoencoderEmbedder": dict(latent_dim=2, hidden_units=(8,), epochs=2, batch_size=16, random_state=0),
+}
 
 #: check name -> reason, per estimator class name. The only place a check may
 #: be expected to fail.

@@ -19,7 +19,8 @@ import keras
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .._image_shape import check_image_shape, infer_image_shape
 
@@ -65,7 +66,7 @@ def split_validation(n_samples, validation_fraction, seed):
     """Seeded (train, validation) row indices; validation empty for fraction 0."""
     if validation_fraction == 0:
         return np.arange(n_samples), np.arange(0)
-    n_val = int(round(n_samples * validation_fraction))
+    n_val = math.ceil(n_samples * validation_fraction)
     if n_val < 1 or n_samples - n_val < 1:
         raise ValueError(
             f"validation_fraction={validation_fraction} of {n_samples} samples leaves "
@@ -88,8 +89,26 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     """
 
     _keras_models = ()
-    #: Whether the architecture needs an image shape (conv) or only rows (dense).
-    _requires_image_shape = False
+
+    #: Constraints of the training parameters every trained embedder has.
+    _parameter_constraints = {
+        "latent_dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="left")],
+        "early_stopping": ["boolean"],
+        "patience": [Interval(numbers.Integral, 0, None, closed="left")],
+        "warm_start": ["boolean"],
+        "image_shape": [None, "array-like"],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    @property
+    def _requires_image_shape(self):
+        """Whether the architecture needs an image shape (conv) or only rows (dense)."""
+        return getattr(self, "architecture", "dense") == "conv"
 
     # -------------------------------------------------------------- input
     def _validate_input(self, X, *, reset):
@@ -127,12 +146,22 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             return rows.reshape((rows.shape[0],) + tuple(self.image_shape_))
         return rows
 
+    def _check_embeddings(self, Z):
+        """Validate embeddings given to ``inverse_transform``."""
+        Z = check_array(Z, dtype=np.float32)
+        if Z.shape[1] != self.latent_dim:
+            raise ValueError(
+                f"Embeddings have {Z.shape[1]} features but this embedder's latent_dim "
+                f"is {self.latent_dim}. Pass the output of transform."
+            )
+        return Z
+
     def _check_latent_dim(self, n_features):
         if self.latent_dim > n_features:
             raise ValueError(
-                f"latent_dim={self.latent_dim} is larger than the {n_features} input "
-                "features: the embedding would not compress the images. Choose "
-                f"latent_dim <= {n_features}."
+                f"latent_dim={self.latent_dim} is larger than the input's "
+                f"n_features={n_features}: the embedding would not compress the "
+                f"images. Choose latent_dim <= {n_features}."
             )
 
     # ------------------------------------------------------------ training
@@ -168,6 +197,7 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         history = model.fit(
             batches,
             epochs=self.epochs,
+            shuffle=False,  # ShuffledBatches shuffles; Keras's would use the global `random`
             validation_data=validation_data,
             validation_batch_size=self.batch_size,
             callbacks=callbacks,
@@ -230,7 +260,7 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     def __getstate__(self):
         # Networks travel as their weight arrays and are rebuilt on load:
         # this works on every backend and stores each weight once.
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: the estimator keeps its models
         weights = {}
         for name in self._keras_models:
             if name in state:

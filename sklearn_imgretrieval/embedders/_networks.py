@@ -1,0 +1,117 @@
+"""Pure builders of the encoder and decoder stacks the embedders train.
+
+Every network takes and gives 2-D rows (the layout between pipeline steps);
+convolutional stacks reshape to ``image_shape`` inside the model, so that
+``predict`` needs no reshaping outside it. Every weight initialiser is
+seeded from ``seed``, so that a build is a function of its arguments alone.
+"""
+
+import math
+
+import keras
+import numpy as np
+
+layers = keras.layers
+
+
+class _Initializers:
+    """Distinct seeded Glorot-uniform initialisers, one per layer."""
+
+    def __init__(self, seed):
+        self._rng = np.random.default_rng(seed)
+
+    def __call__(self):
+        return keras.initializers.GlorotUniform(seed=int(self._rng.integers(2**31 - 1)))
+
+
+def _dense(units, init, activation=None, name=None):
+    return layers.Dense(units, activation=activation, kernel_initializer=init(), name=name)
+
+
+def conv_grid(image_shape, n_strided):
+    """(h, w) of the feature map after ``n_strided`` stride-2 "same" convolutions."""
+    height, width = image_shape[:2]
+    return math.ceil(height / 2**n_strided), math.ceil(width / 2**n_strided)
+
+
+def build_encoder(
+    n_features,
+    latent_dim,
+    *,
+    architecture,
+    hidden_units=(),
+    filters=(),
+    image_shape=None,
+    n_heads=1,
+    seed=0,
+    name="encoder",
+):
+    """Rows -> ``n_heads`` linear outputs of size ``latent_dim``.
+
+    ``architecture="dense"``: ``Dense(units, relu)`` for each of
+    ``hidden_units``. ``architecture="conv"``: the row is reshaped to
+    ``image_shape`` and goes through ``Conv2D(f, 3, strides=2, relu)`` for
+    each of ``filters`` (each halves the image), then a dense bottleneck.
+    The VAE asks for two heads (mean and log-variance).
+    """
+    init = _Initializers(seed)
+    inputs = keras.Input((n_features,), name="rows")
+    x = inputs
+    if architecture == "conv":
+        x = layers.Reshape(tuple(image_shape))(x)
+        for f in filters:
+            x = layers.Conv2D(
+                f, 3, strides=2, padding="same", activation="relu", kernel_initializer=init()
+            )(x)
+        x = layers.Flatten()(x)
+    else:
+        for units in hidden_units:
+            x = _dense(units, init, "relu")(x)
+    heads = [_dense(latent_dim, init, name=f"latent_{i}") for i in range(n_heads)]
+    outputs = [head(x) for head in heads]
+    return keras.Model(inputs, outputs[0] if n_heads == 1 else outputs, name=name)
+
+
+def build_decoder(
+    latent_dim,
+    n_features,
+    *,
+    architecture,
+    hidden_units=(),
+    filters=(),
+    image_shape=None,
+    output_activation="sigmoid",
+    seed=1,
+    name="decoder",
+):
+    """Embeddings -> rows, mirroring :func:`build_encoder`.
+
+    The conv decoder expands the bottleneck to the encoder's last feature
+    map, upsamples it with ``Conv2DTranspose(f, 3, strides=2)`` for each of
+    ``reversed(filters)``, crops any padding row or column that odd image
+    sizes add, and ends in a 3x3 convolution to the image's channels.
+    """
+    init = _Initializers(seed)
+    inputs = keras.Input((latent_dim,), name="embeddings")
+    x = inputs
+    if architecture == "conv":
+        height, width, channels = image_shape
+        grid_h, grid_w = conv_grid(image_shape, len(filters))
+        x = _dense(grid_h * grid_w * filters[-1], init, "relu")(x)
+        x = layers.Reshape((grid_h, grid_w, filters[-1]))(x)
+        for f in reversed(filters):
+            x = layers.Conv2DTranspose(
+                f, 3, strides=2, padding="same", activation="relu", kernel_initializer=init()
+            )(x)
+        extra_h, extra_w = grid_h * 2 ** len(filters) - height, grid_w * 2 ** len(filters) - width
+        if extra_h or extra_w:
+            x = layers.Cropping2D(((0, extra_h), (0, extra_w)))(x)
+        x = layers.Conv2D(
+            channels, 3, padding="same", activation=output_activation, kernel_initializer=init()
+        )(x)
+        outputs = layers.Flatten()(x)
+    else:
+        for units in reversed(hidden_units):
+            x = _dense(units, init, "relu")(x)
+        outputs = _dense(n_features, init, output_activation)(x)
+    return keras.Model(inputs, outputs, name=name)

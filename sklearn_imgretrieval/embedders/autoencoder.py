@@ -1,0 +1,249 @@
+"""AutoencoderEmbedder: the bottleneck of a trained autoencoder as the embedding."""
+
+import keras
+import numpy as np
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import KerasEmbedder, positive_int_tuple, seed_from
+from ._networks import build_decoder, build_encoder
+
+_EPS = 1e-7  # keeps log() finite in the cross-entropy score, as Keras clips
+
+
+def reconstruction_loss(rows, reconstruction, loss):
+    """Per-row mean ``"mse"`` or ``"binary_crossentropy"``, as Keras computes them."""
+    if loss == "mse":
+        return np.mean((rows - reconstruction) ** 2, axis=1)
+    p = np.clip(reconstruction, _EPS, 1 - _EPS)
+    return -np.mean(rows * np.log(p) + (1 - rows) * np.log(1 - p), axis=1)
+
+
+def check_unit_range(rows, loss):
+    if loss == "binary_crossentropy" and (rows.min() < 0 or rows.max() > 1):
+        raise ValueError(
+            'loss="binary_crossentropy" needs inputs in [0, 1], but they range over '
+            f"[{rows.min():.3g}, {rows.max():.3g}]. Scale them (ImagePreprocessor "
+            'gives [0, 1]) or use loss="mse".'
+        )
+
+
+def output_activation(rows, loss):
+    """Sigmoid for images in [0, 1] (sharper reconstructions); linear otherwise."""
+    if loss == "binary_crossentropy" or (rows.min() >= 0 and rows.max() <= 1):
+        return "sigmoid"
+    return "linear"
+
+
+class AutoencoderEmbedder(KerasEmbedder):
+    """Embed images with the bottleneck of an autoencoder trained on them.
+
+    The encoder maps each image to ``latent_dim`` numbers and the decoder
+    maps them back; training minimises the reconstruction error, so similar
+    images get nearby embeddings. ``architecture="dense"`` treats the image
+    as a vector (any rows work); ``architecture="conv"`` uses strided
+    convolutions and needs an image shape (from ``image_shape``, a 4-D input,
+    or square 1- or 3-channel rows).
+
+    Parameters
+    ----------
+    latent_dim : int, default=64
+        Size of the embedding.
+    architecture : {"dense", "conv"}, default="dense"
+        Dense layers, or strided convolutions with a dense bottleneck and a
+        transposed-convolution decoder.
+    hidden_units : tuple of int, default=(256, 128)
+        Dense architecture: widths of the encoder's hidden layers, mirrored
+        in the decoder.
+    filters : tuple of int, default=(32, 64)
+        Conv architecture: filters of each stride-2 3x3 convolution, mirrored
+        in the decoder.
+    loss : {"mse", "binary_crossentropy"}, default="mse"
+        Reconstruction loss. Cross-entropy needs inputs in [0, 1].
+    epochs : int, default=10
+        Maximum passes over the training data.
+    batch_size : int, default=128
+        Images per gradient step, and per batch in ``transform``.
+    learning_rate : float, default=1e-3
+        Adam's learning rate.
+    validation_fraction : float, default=0.1
+        Fraction of the images held out to watch for early stopping; 0 trains
+        on everything and turns early stopping off.
+    early_stopping : bool, default=True
+        Stop when the validation loss has not improved for ``patience``
+        epochs and restore the weights of the best epoch.
+    patience : int, default=3
+        Epochs without improvement before stopping.
+    warm_start : bool, default=False
+        Continue training the fitted networks on the next ``fit`` instead of
+        starting afresh (with a new optimiser state).
+    image_shape : tuple or None, default=None
+        ``(height, width[, channels])`` of 2-D input rows (conv only).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial weights and the batch order: the same seed on the
+        same data and backend gives the same embeddings.
+    verbose : int, default=0
+        0 is silent, 1 shows Keras's progress bar per epoch.
+
+    Attributes
+    ----------
+    encoder_ : keras.Model
+        Rows to embeddings.
+    decoder_ : keras.Model
+        Embeddings to rows.
+    history_ : dict of list of float
+        Per-epoch ``loss`` (and ``val_loss``), as Keras reports them.
+    n_iter_ : int
+        Epochs run, summed over warm-started fits.
+    n_features_in_ : int
+        Number of features (pixels times channels) of each input image.
+    image_shape_ : tuple (H, W, C) or None
+        Shape of the input images, None for dense rows of no known shape.
+
+    See Also
+    --------
+    VAEEmbedder : A variational autoencoder, which also generates images.
+    PretrainedCNNEmbedder : Features of an ImageNet network, no training.
+    sklearn.decomposition.PCA : The linear baseline.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_imgretrieval import AutoencoderEmbedder
+    >>> images = np.random.default_rng(0).random((40, 8, 8, 1), dtype=np.float32)
+    >>> embedder = AutoencoderEmbedder(architecture="conv", latent_dim=4, epochs=2, random_state=0)
+    >>> embedder.fit_transform(images).shape
+    (40, 4)
+    >>> embedder.inverse_transform(embedder.transform(images[:2])).shape
+    (2, 8, 8, 1)
+    """
+
+    _keras_models = ("encoder_", "decoder_")
+    _parameter_constraints = {
+        **KerasEmbedder._parameter_constraints,
+        "architecture": [StrOptions({"dense", "conv"})],
+        "hidden_units": ["array-like"],
+        "filters": ["array-like"],
+        "loss": [StrOptions({"mse", "binary_crossentropy"})],
+    }
+
+    def __init__(
+        self,
+        latent_dim=64,
+        *,
+        architecture="dense",
+        hidden_units=(256, 128),
+        filters=(32, 64),
+        loss="mse",
+        epochs=10,
+        batch_size=128,
+        learning_rate=1e-3,
+        validation_fraction=0.1,
+        early_stopping=True,
+        patience=3,
+        warm_start=False,
+        image_shape=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.latent_dim = latent_dim
+        self.architecture = architecture
+        self.hidden_units = hidden_units
+        self.filters = filters
+        self.loss = loss
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.warm_start = warm_start
+        self.image_shape = image_shape
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _build_models(self, seed):
+        spec = dict(
+            architecture=self.architecture,
+            hidden_units=positive_int_tuple(self.hidden_units, "hidden_units"),
+            filters=positive_int_tuple(self.filters, "filters"),
+            image_shape=self.image_shape_,
+        )
+        self.encoder_ = build_encoder(self.n_features_in_, self.latent_dim, seed=seed, **spec)
+        self.decoder_ = build_decoder(
+            self.latent_dim,
+            self.n_features_in_,
+            output_activation=self._output_activation,
+            seed=seed + 1,
+            **spec,
+        )
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Train the autoencoder on the images ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, H, W, C)
+            Images as rows (from ImagePreprocessor) or as a 4-D array.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : AutoencoderEmbedder
+            The fitted embedder.
+        """
+        continuing = self._continues_training()
+        rows = self._validate_input(X, reset=not continuing)
+        self._check_latent_dim(rows.shape[1])
+        check_unit_range(rows, self.loss)
+        seed = seed_from(self.random_state)
+        if not continuing:
+            self._output_activation = output_activation(rows, self.loss)
+            self._build_models(seed)
+        inputs = keras.Input((rows.shape[1],))
+        autoencoder = keras.Model(inputs, self.decoder_(self.encoder_(inputs)))
+        autoencoder.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss=self.loss)
+        self._fit_model(autoencoder, rows, rows, seed=seed + 2)
+        return self
+
+    def _embed(self, rows):
+        return self._predict(self.encoder_, rows)
+
+    def inverse_transform(self, X):
+        """Decode embeddings back to images, in the layout ``fit`` was given.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, latent_dim)
+            Embeddings.
+
+        Returns
+        -------
+        images : ndarray of float32, shape (n_samples, n_features) or (n_samples, H, W, C)
+            Reconstructed rows, or images if ``fit`` was given a 4-D array.
+        """
+        check_is_fitted(self, self._keras_models)
+        return self._as_input_layout(self._predict(self.decoder_, self._check_embeddings(X)))
+
+    def score(self, X, y=None):
+        """Negative mean reconstruction loss of ``X`` (higher is better).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, H, W, C)
+            Images.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        score : float
+            Minus the training loss (``loss``) averaged over images and pixels.
+        """
+        check_is_fitted(self, self._keras_models)
+        rows = self._validate_input(X, reset=False)
+        reconstruction = self._predict(self.decoder_, self._embed(rows))
+        return -float(np.mean(reconstruction_loss(rows, reconstruction, self.loss)))
