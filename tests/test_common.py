@@ -11,6 +11,10 @@ import sklearn_imgretrieval
 #: Settings that keep the checks fast; the estimators' defaults stay untouched.
 CHECK_PARAMS = {
     "AutoencoderEmbedder": dict(latent_dim=2, hidden_units=(8,), epochs=2, batch_size=16, random_state=0),
+    # scikit-learn's check data are not images in [0, 1]: dense rows, Gaussian likelihood
+    "VAEEmbedder": dict(
+        latent_dim=2, architecture="dense", hidden_units=(8,), loss="mse", epochs=2, batch_size=16, random_state=0
+    ),
 }
 
 #: check name -> reason, per estimator class name. The only place a check may

@@ -165,12 +165,13 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             )
 
     # ------------------------------------------------------------ training
-    def _fit_model(self, model, x, y, *, seed):
+    def _fit_model(self, model, x, y, *, seed, continuing=False):
         """Train ``model`` (compiled) on ``x`` -> ``y`` and record the history.
 
         ``y`` may be ``x`` itself (autoencoders), labels, or None when the
         model adds its own loss. Holds out ``validation_fraction`` for early
-        stopping with ``patience``, restoring the best weights.
+        stopping with ``patience``, restoring the best weights. When
+        ``continuing`` a warm start, the history and epoch count grow.
         """
         train, val = split_validation(len(x), self.validation_fraction, seed)
 
@@ -204,7 +205,7 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             verbose=self.verbose,
         ).history
         history = {key: [float(v) for v in values] for key, values in history.items()}
-        if self._continues_training():
+        if continuing:
             for key, values in history.items():
                 self.history_.setdefault(key, []).extend(values)
             self.n_iter_ += len(history["loss"])

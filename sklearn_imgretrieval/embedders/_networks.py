@@ -48,11 +48,11 @@ def build_encoder(
 ):
     """Rows -> ``n_heads`` linear outputs of size ``latent_dim``.
 
-    ``architecture="dense"``: ``Dense(units, relu)`` for each of
-    ``hidden_units``. ``architecture="conv"``: the row is reshaped to
-    ``image_shape`` and goes through ``Conv2D(f, 3, strides=2, relu)`` for
-    each of ``filters`` (each halves the image), then a dense bottleneck.
-    The VAE asks for two heads (mean and log-variance).
+    ``architecture="conv"`` first reshapes the row to ``image_shape`` and
+    applies ``Conv2D(f, 3, strides=2, relu)`` for each of ``filters`` (each
+    halves the image); both architectures then apply ``Dense(units, relu)``
+    for each of ``hidden_units`` and end in linear heads. The VAE asks for
+    two heads (mean and log-variance).
     """
     init = _Initializers(seed)
     inputs = keras.Input((n_features,), name="rows")
@@ -64,9 +64,8 @@ def build_encoder(
                 f, 3, strides=2, padding="same", activation="relu", kernel_initializer=init()
             )(x)
         x = layers.Flatten()(x)
-    else:
-        for units in hidden_units:
-            x = _dense(units, init, "relu")(x)
+    for units in hidden_units:
+        x = _dense(units, init, "relu")(x)
     heads = [_dense(latent_dim, init, name=f"latent_{i}") for i in range(n_heads)]
     outputs = [head(x) for head in heads]
     return keras.Model(inputs, outputs[0] if n_heads == 1 else outputs, name=name)
@@ -86,7 +85,8 @@ def build_decoder(
 ):
     """Embeddings -> rows, mirroring :func:`build_encoder`.
 
-    The conv decoder expands the bottleneck to the encoder's last feature
+    ``Dense(units, relu)`` for each of ``reversed(hidden_units)``; the dense
+    decoder ends in a dense layer of ``n_features``. The conv decoder expands the bottleneck to the encoder's last feature
     map, upsamples it with ``Conv2DTranspose(f, 3, strides=2)`` for each of
     ``reversed(filters)``, crops any padding row or column that odd image
     sizes add, and ends in a 3x3 convolution to the image's channels.
@@ -94,6 +94,8 @@ def build_decoder(
     init = _Initializers(seed)
     inputs = keras.Input((latent_dim,), name="embeddings")
     x = inputs
+    for units in reversed(hidden_units):
+        x = _dense(units, init, "relu")(x)
     if architecture == "conv":
         height, width, channels = image_shape
         grid_h, grid_w = conv_grid(image_shape, len(filters))
@@ -111,7 +113,5 @@ def build_decoder(
         )(x)
         outputs = layers.Flatten()(x)
     else:
-        for units in reversed(hidden_units):
-            x = _dense(units, init, "relu")(x)
         outputs = _dense(n_features, init, output_activation)(x)
     return keras.Model(inputs, outputs, name=name)

@@ -54,8 +54,8 @@ class AutoencoderEmbedder(KerasEmbedder):
         Dense layers, or strided convolutions with a dense bottleneck and a
         transposed-convolution decoder.
     hidden_units : tuple of int, default=(256, 128)
-        Dense architecture: widths of the encoder's hidden layers, mirrored
-        in the decoder.
+        Widths of the encoder's dense hidden layers (after the convolutions
+        for ``"conv"``), mirrored in the decoder; ``()`` for none.
     filters : tuple of int, default=(32, 64)
         Conv architecture: filters of each stride-2 3x3 convolution, mirrored
         in the decoder.
@@ -206,7 +206,7 @@ class AutoencoderEmbedder(KerasEmbedder):
         inputs = keras.Input((rows.shape[1],))
         autoencoder = keras.Model(inputs, self.decoder_(self.encoder_(inputs)))
         autoencoder.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss=self.loss)
-        self._fit_model(autoencoder, rows, rows, seed=seed + 2)
+        self._fit_model(autoencoder, rows, rows, seed=seed + 2, continuing=continuing)
         return self
 
     def _embed(self, rows):

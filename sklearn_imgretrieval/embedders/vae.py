@@ -1,0 +1,300 @@
+"""VAEEmbedder: a variational autoencoder whose posterior mean is the embedding."""
+
+import numbers
+
+import keras
+import numpy as np
+from keras import ops
+from sklearn.base import _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import KerasEmbedder, positive_int_tuple, seed_from
+from ._networks import build_decoder, build_encoder
+from .autoencoder import check_unit_range, output_activation, reconstruction_loss
+
+
+class GaussianSampling(keras.layers.Layer):
+    """Draw ``z = mean + exp(log_var / 2) * eps`` and add ``beta * KL`` to the losses.
+
+    The KL divergence of the posterior from the standard normal prior is
+    added with ``add_loss``, which Keras sums into the training loss on every
+    backend. ``eps`` comes from the layer's own seeded generator.
+    """
+
+    def __init__(self, beta, seed, **kwargs):
+        super().__init__(**kwargs)
+        self.beta = beta
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs):
+        mean, log_var = inputs
+        kl = -0.5 * ops.sum(1.0 + log_var - ops.square(mean) - ops.exp(log_var), axis=-1)
+        self.add_loss(self.beta * ops.mean(kl))
+        eps = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+        return mean + ops.exp(0.5 * log_var) * eps
+
+
+def summed_reconstruction_loss(loss, n_features):
+    """Keras loss summing ``loss`` over an image's features (the ELBO's scale).
+
+    Keras's mse and cross-entropy average over features; the likelihood term
+    of the ELBO sums them, which keeps the balance with the KL term.
+    """
+    base = keras.losses.get(loss)
+
+    def summed(y_true, y_pred):
+        return float(n_features) * base(y_true, y_pred)
+
+    return summed
+
+
+class VAEEmbedder(KerasEmbedder):
+    """Embed images with the posterior mean of a variational autoencoder.
+
+    The encoder gives each image a Gaussian posterior (mean and
+    log-variance) over ``latent_dim`` dimensions; training maximises the
+    evidence lower bound: reconstruction of a sample from the posterior
+    minus ``beta`` times its KL divergence from the standard normal prior.
+    ``transform`` returns the posterior mean, so embeddings are
+    deterministic; ``sample`` decodes draws from the prior into new images.
+
+    Parameters
+    ----------
+    latent_dim : int, default=32
+        Size of the embedding.
+    beta : float, default=1.0
+        Weight of the KL term; 1 is the ELBO, lower values keep more detail
+        in the embedding, higher values a smoother latent space.
+    architecture : {"dense", "conv"}, default="conv"
+        Dense layers, or strided convolutions (needs an image shape).
+    hidden_units : tuple of int, default=(256,)
+        Widths of the dense layers: the whole encoder for ``"dense"``; the
+        layers between the convolutions and the latent heads for ``"conv"``.
+        Mirrored in the decoder.
+    filters : tuple of int, default=(32, 64)
+        Conv architecture: filters of each stride-2 3x3 convolution.
+    loss : {"binary_crossentropy", "mse"}, default="binary_crossentropy"
+        Reconstruction likelihood, summed over pixels. Cross-entropy needs
+        inputs in [0, 1].
+    epochs : int, default=10
+        Maximum passes over the training data.
+    batch_size : int, default=128
+        Images per gradient step, and per batch in ``transform``.
+    learning_rate : float, default=1e-3
+        Adam's learning rate.
+    validation_fraction : float, default=0.1
+        Fraction held out for early stopping; 0 turns early stopping off.
+    early_stopping : bool, default=True
+        Stop when the validation loss has not improved for ``patience``
+        epochs and restore the best weights.
+    patience : int, default=3
+        Epochs without improvement before stopping.
+    warm_start : bool, default=False
+        Continue training the fitted networks on the next ``fit``.
+    image_shape : tuple or None, default=None
+        ``(height, width[, channels])`` of 2-D input rows (conv only).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the weights, the batch order and the sampling noise.
+    verbose : int, default=0
+        0 is silent, 1 shows Keras's progress bar per epoch.
+
+    Attributes
+    ----------
+    encoder_ : keras.Model
+        Rows to ``[mean, log_var]``.
+    decoder_ : keras.Model
+        Latent vectors to rows.
+    history_ : dict of list of float
+        Per-epoch ``loss`` (and ``val_loss``): the negative ELBO per image.
+    n_iter_ : int
+        Epochs run.
+    n_features_in_ : int
+        Number of features of each input image.
+    image_shape_ : tuple (H, W, C) or None
+        Shape of the input images.
+
+    See Also
+    --------
+    AutoencoderEmbedder : A plain autoencoder.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_imgretrieval import VAEEmbedder
+    >>> images = np.random.default_rng(0).random((40, 8, 8, 1), dtype=np.float32)
+    >>> vae = VAEEmbedder(latent_dim=3, epochs=2, random_state=0).fit(images)
+    >>> vae.transform(images).shape
+    (40, 3)
+    >>> vae.sample(2, random_state=0).shape
+    (2, 8, 8, 1)
+    """
+
+    _keras_models = ("encoder_", "decoder_")
+    _parameter_constraints = {
+        **KerasEmbedder._parameter_constraints,
+        "beta": [Interval(numbers.Real, 0, None, closed="left")],
+        "architecture": [StrOptions({"dense", "conv"})],
+        "hidden_units": ["array-like"],
+        "filters": ["array-like"],
+        "loss": [StrOptions({"mse", "binary_crossentropy"})],
+    }
+
+    def __init__(
+        self,
+        latent_dim=32,
+        *,
+        beta=1.0,
+        architecture="conv",
+        hidden_units=(256,),
+        filters=(32, 64),
+        loss="binary_crossentropy",
+        epochs=10,
+        batch_size=128,
+        learning_rate=1e-3,
+        validation_fraction=0.1,
+        early_stopping=True,
+        patience=3,
+        warm_start=False,
+        image_shape=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.latent_dim = latent_dim
+        self.beta = beta
+        self.architecture = architecture
+        self.hidden_units = hidden_units
+        self.filters = filters
+        self.loss = loss
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.warm_start = warm_start
+        self.image_shape = image_shape
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _build_models(self, seed):
+        spec = dict(
+            architecture=self.architecture,
+            hidden_units=positive_int_tuple(self.hidden_units, "hidden_units"),
+            filters=positive_int_tuple(self.filters, "filters"),
+            image_shape=self.image_shape_,
+        )
+        self.encoder_ = build_encoder(self.n_features_in_, self.latent_dim, n_heads=2, seed=seed, **spec)
+        self.decoder_ = build_decoder(
+            self.latent_dim,
+            self.n_features_in_,
+            output_activation=self._output_activation,
+            seed=seed + 1,
+            **spec,
+        )
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Train the VAE on the images ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, H, W, C)
+            Images as rows (from ImagePreprocessor) or as a 4-D array.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : VAEEmbedder
+            The fitted embedder.
+        """
+        continuing = self._continues_training()
+        rows = self._validate_input(X, reset=not continuing)
+        self._check_latent_dim(rows.shape[1])
+        check_unit_range(rows, self.loss)
+        seed = seed_from(self.random_state)
+        if not continuing:
+            self._output_activation = output_activation(rows, self.loss)
+            self._build_models(seed)
+        inputs = keras.Input((rows.shape[1],))
+        z = GaussianSampling(self.beta, seed=seed + 3)(self.encoder_(inputs))
+        vae = keras.Model(inputs, self.decoder_(z))
+        vae.compile(
+            optimizer=keras.optimizers.Adam(self.learning_rate),
+            loss=summed_reconstruction_loss(self.loss, rows.shape[1]),
+        )
+        self._fit_model(vae, rows, rows, seed=seed + 2, continuing=continuing)
+        return self
+
+    def _posterior(self, rows):
+        mean, log_var = self.encoder_.predict(rows, batch_size=self.batch_size, verbose=0)
+        return np.asarray(mean, dtype=np.float32), np.asarray(log_var, dtype=np.float32)
+
+    def _embed(self, rows):
+        return self._posterior(rows)[0]
+
+    def inverse_transform(self, X):
+        """Decode latent vectors to images, in the layout ``fit`` was given.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, latent_dim)
+            Latent vectors, for example from ``transform``.
+
+        Returns
+        -------
+        images : ndarray of float32, shape (n_samples, n_features) or (n_samples, H, W, C)
+            Decoded rows, or images if ``fit`` was given a 4-D array.
+        """
+        check_is_fitted(self, self._keras_models)
+        return self._as_input_layout(self._predict(self.decoder_, self._check_embeddings(X)))
+
+    def sample(self, n_samples=1, random_state=None):
+        """Generate images by decoding draws from the standard normal prior.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of images.
+        random_state : int, RandomState instance or None, default=None
+            Seed of the draws.
+
+        Returns
+        -------
+        images : ndarray of float32, shape (n_samples, n_features) or (n_samples, H, W, C)
+            Generated images, in the layout ``fit`` was given.
+        """
+        check_is_fitted(self, self._keras_models)
+        if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+        z = check_random_state(random_state).standard_normal((n_samples, self.latent_dim))
+        return self.inverse_transform(z.astype(np.float32))
+
+    def score(self, X, y=None):
+        """Negative ELBO per image, evaluated at the posterior mean (higher is better).
+
+        ``-(reconstruction + beta * KL)`` with the reconstruction loss summed
+        over pixels, the objective training minimises; the posterior mean
+        replaces the random draw so that the score is deterministic.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, H, W, C)
+            Images.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        score : float
+            Mean over images.
+        """
+        check_is_fitted(self, self._keras_models)
+        rows = self._validate_input(X, reset=False)
+        mean, log_var = self._posterior(rows)
+        reconstruction = self._predict(self.decoder_, mean)
+        recon = rows.shape[1] * reconstruction_loss(rows, reconstruction, self.loss)
+        kl = -0.5 * np.sum(1.0 + log_var - mean**2 - np.exp(log_var), axis=1)
+        return -float(np.mean(recon + self.beta * kl))
