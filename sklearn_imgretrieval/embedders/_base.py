@@ -278,9 +278,10 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 getattr(self, name).set_weights(values)
 
 
-def positive_int_tuple(value, name):
+def positive_int_tuple(value, name, *, allow_empty=False):
     """Validate a tuple of positive ints such as ``hidden_units`` or ``filters``."""
     values = tuple(value)
-    if not values or not all(isinstance(v, numbers.Integral) and v > 0 for v in values):
-        raise ValueError(f"{name} must be a non-empty tuple of positive integers, got {value!r}.")
+    if (not values and not allow_empty) or not all(isinstance(v, numbers.Integral) and v > 0 for v in values):
+        what = "a tuple" if allow_empty else "a non-empty tuple"
+        raise ValueError(f"{name} must be {what} of positive integers, got {value!r}.")
     return tuple(int(v) for v in values)

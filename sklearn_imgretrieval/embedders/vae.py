@@ -181,7 +181,7 @@ class VAEEmbedder(KerasEmbedder):
     def _build_models(self, seed):
         spec = dict(
             architecture=self.architecture,
-            hidden_units=positive_int_tuple(self.hidden_units, "hidden_units"),
+            hidden_units=positive_int_tuple(self.hidden_units, "hidden_units", allow_empty=True),
             filters=positive_int_tuple(self.filters, "filters"),
             image_shape=self.image_shape_,
         )
