@@ -93,6 +93,18 @@ def _crop_box(width, height, crop):
     return (left, top, left + side, top + side)
 
 
+def _crop_and_resize(img, box, target):
+    """Crop to ``box`` (left, top, right, bottom), then resize to ``target`` (H, W).
+
+    Cropping first keeps pixels outside the box out of the resampling filter.
+    """
+    if box != (0, 0, img.width, img.height):
+        img = img.crop(box)
+    if (img.height, img.width) != tuple(target):
+        img = img.resize(target[::-1], _RESAMPLE)
+    return img
+
+
 def _request_draft(img, channels, size, crop):
     """Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the target is that small.
 
@@ -121,12 +133,10 @@ def _pil_to_array(img, channels, size, crop):
     if img.mode in _WIDE_MODES:
         scale = _WIDE_MODES[img.mode]
         gray = Image.fromarray(np.asarray(img, dtype=np.float32) / np.float32(scale), mode="F")
-        gray = gray.resize(target[::-1], _RESAMPLE, box=box)
+        gray = _crop_and_resize(gray, box, target)
         arr = np.asarray(gray, dtype=np.float32)[:, :, None]
         return np.repeat(arr, channels, axis=2) if channels == 3 else arr
-    img = img.convert("L" if channels == 1 else "RGB")
-    if target != (img.height, img.width) or crop == "center":
-        img = img.resize(target[::-1], _RESAMPLE, box=box)
+    img = _crop_and_resize(img.convert("L" if channels == 1 else "RGB"), box, target)
     arr = np.asarray(img, dtype=np.float32) * np.float32(1 / 255)
     return arr[:, :, None] if channels == 1 else arr
 
@@ -167,11 +177,7 @@ def _resize_float(image, size, crop):
     box = _crop_box(width, height, crop)
     target = output_size(height, width, size, crop)
     planes = [
-        np.asarray(
-            Image.fromarray(np.ascontiguousarray(image[:, :, c]), mode="F").resize(
-                target[::-1], _RESAMPLE, box=box
-            )
-        )
+        np.asarray(_crop_and_resize(Image.fromarray(np.ascontiguousarray(image[:, :, c]), mode="F"), box, target))
         for c in range(image.shape[2])
     ]
     return np.stack(planes, axis=-1)
