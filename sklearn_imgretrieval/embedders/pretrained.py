@@ -1,0 +1,510 @@
+"""PretrainedCNNEmbedder: ImageNet backbones as a scikit-learn transformer.
+
+A backbone from ``keras.applications`` (or EfficientNet-Lite0, whose ImageNet
+weights ship with the package) is wrapped in one Keras model that takes the
+images as ImagePreprocessor gives them, [0, 1] rows or 4-D arrays, and does
+the rest batch by batch: resizing to the network's input size, gray to RGB,
+the backbone's own pixel scaling, pooling and L2 normalisation. With
+``fine_tune=True`` a projection head is trained on labels over the frozen
+backbone's features.
+"""
+
+import contextlib
+import numbers
+import os
+import random
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from sklearn.base import _fit_context
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
+
+from .._image_shape import check_image_shape, image_shape_of_rows
+from . import _lite0
+from ._base import KerasEmbedder, seed_from
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """How to build one named backbone and feed it pixels."""
+
+    build: object  # (input_shape, weights) -> keras.Model ending in a 4-D feature map
+    pixels: str  # pixel mode of ImageNetPixels
+    input_size: int  # the size it was trained at
+    min_size: int  # the smallest input it accepts
+
+
+def _application(constructor_name, **options):
+    def build(input_shape, weights):
+        constructor = getattr(keras.applications, constructor_name)
+        return constructor(include_top=False, weights=weights, input_shape=input_shape, pooling=None, **options)
+
+    return build
+
+
+def _lite0_build(input_shape, weights):
+    return _lite0.lite0_network(input_shape, weights=weights)
+
+
+#: name -> Backbone. Pixel modes follow each family's ``preprocess_input``.
+BACKBONES = {
+    "efficientnet_lite0": Backbone(_lite0_build, "symmetric", 224, 32),
+    "vgg16": Backbone(_application("VGG16"), "caffe", 224, 32),
+    "vgg19": Backbone(_application("VGG19"), "caffe", 224, 32),
+    "resnet50": Backbone(_application("ResNet50"), "caffe", 224, 32),
+    "resnet50_v2": Backbone(_application("ResNet50V2"), "symmetric", 224, 32),
+    "mobilenet_v2": Backbone(_application("MobileNetV2"), "symmetric", 224, 32),
+    "mobilenet_v3_small": Backbone(_application("MobileNetV3Small"), "0-255", 224, 32),
+    "mobilenet_v3_large": Backbone(_application("MobileNetV3Large"), "0-255", 224, 32),
+    "efficientnet_b0": Backbone(_application("EfficientNetB0"), "0-255", 224, 32),
+    "efficientnet_b1": Backbone(_application("EfficientNetB1"), "0-255", 240, 32),
+    "efficientnet_b2": Backbone(_application("EfficientNetB2"), "0-255", 260, 32),
+    "efficientnet_b3": Backbone(_application("EfficientNetB3"), "0-255", 300, 32),
+    "efficientnet_v2_b0": Backbone(_application("EfficientNetV2B0"), "0-255", 224, 32),
+    "convnext_tiny": Backbone(_application("ConvNeXtTiny"), "0-255", 224, 32),
+    "densenet121": Backbone(_application("DenseNet121"), "torch", 224, 32),
+    "inception_v3": Backbone(_application("InceptionV3"), "symmetric", 299, 75),
+    "xception": Backbone(_application("Xception"), "symmetric", 299, 71),
+}
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+
+
+class ImageNetPixels(keras.layers.Layer):
+    """[0, 1] images with 1 or 3 channels to the pixels a backbone expects.
+
+    Modes: ``"0-255"`` (networks with their own preprocessing layers),
+    ``"symmetric"`` ([-1, 1]), ``"torch"`` (ImageNet mean and standard
+    deviation) and ``"caffe"`` (BGR, 0-255 minus the ImageNet mean).
+    """
+
+    def __init__(self, mode, **kwargs):
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def call(self, images):
+        if images.shape[-1] == 1:
+            images = keras.ops.repeat(images, 3, axis=-1)
+        if self.mode == "0-255":
+            return images * 255.0
+        if self.mode == "symmetric":
+            return images * 2.0 - 1.0
+        if self.mode == "torch":
+            return (images - np.array(_IMAGENET_MEAN, "float32")) / np.array(_IMAGENET_STD, "float32")
+        return keras.ops.flip(images, axis=-1) * 255.0 - np.array(_CAFFE_BGR_MEAN, "float32")
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (3,)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+class GeneralizedMeanPooling2D(keras.layers.Layer):
+    """Generalised-mean (GeM) pooling: ``mean(x ** p) ** (1 / p)`` per channel.
+
+    p = 1 is average pooling and large p approaches max pooling; p = 3 is
+    the usual choice for retrieval (Radenovic et al., 2018).
+    """
+
+    def __init__(self, p=3.0, epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.p = p
+        self.epsilon = epsilon
+
+    def call(self, features):
+        clipped = keras.ops.maximum(features, self.epsilon)  # fractional powers need x > 0
+        return keras.ops.power(keras.ops.mean(keras.ops.power(clipped, self.p), axis=(1, 2)), 1.0 / self.p)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "p": self.p, "epsilon": self.epsilon}
+
+
+_POOLING = {
+    "avg": keras.layers.GlobalAveragePooling2D,
+    "max": keras.layers.GlobalMaxPooling2D,
+    "gem": GeneralizedMeanPooling2D,
+}
+
+
+@contextlib.contextmanager
+def _python_random_seeded(seed):
+    """Seed Python's ``random`` for the duration, then put its state back.
+
+    Keras layers built without an explicit seed (keras.applications' are)
+    draw their initialiser seeds from Python's ``random``; this makes a
+    randomly initialised backbone a function of ``random_state`` without
+    leaving the user's global state changed.
+    """
+    saved = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(saved)
+
+
+class PretrainedCNNEmbedder(KerasEmbedder):
+    """Embed images with an ImageNet-trained CNN, optionally fine-tuned on labels.
+
+    The backbone's last feature map (or that of ``layer``) is pooled into
+    one vector per image. Images are resized to the backbone's input size
+    inside the network, batch by batch, so any image size works and memory
+    stays at one batch at network resolution. ``fit`` trains nothing unless
+    ``fine_tune=True``: it builds the network and records shapes.
+
+    Parameters
+    ----------
+    backbone : str, keras.Model or callable, default="efficientnet_lite0"
+        A name from ``PretrainedCNNEmbedder.BACKBONES`` (EfficientNet-Lite0,
+        whose ImageNet weights ship with the package and work offline;
+        VGG, ResNet, MobileNet, EfficientNet, ConvNeXt, DenseNet, Inception
+        and Xception from ``keras.applications``), a Keras model taking
+        (size, size, 3) images and returning a 4-D feature map, or a
+        callable ``f(input_shape)`` returning such a model. A model or
+        callable gets [0, 1] pixels and must bring its own scaling.
+    weights : "imagenet", str, os.PathLike or None, default="imagenet"
+        ``"imagenet"``: for efficientnet_lite0 the bundled weights, for
+        keras.applications Keras's download, cached under ``KERAS_HOME``.
+        A path: a Keras weights file for this backbone without its
+        classifier (offline use). None: random weights (for tests).
+        Ignored for a model or callable backbone.
+    pooling : {"avg", "max", "gem"}, default="avg"
+        Global pooling of the feature map; "gem" is the generalised mean
+        with p=3.
+    layer : str or None, default=None
+        Name of a backbone layer to embed from instead of the last one.
+    input_size : int or None, default=None
+        Side of the square images the backbone sees; None is the size it
+        was trained at (224 for most).
+    normalize : bool, default=True
+        L2-normalise the embeddings, so that cosine and euclidean
+        neighbours agree.
+    fine_tune : bool, default=False
+        Train a projection head on labels given to ``fit``: a dense layer to
+        ``latent_dim`` followed by a softmax classifier used for training
+        only. The backbone stays frozen and its features are computed once.
+    latent_dim : int, default=128
+        Size of the fine-tuned projection; unused without ``fine_tune``.
+    epochs, learning_rate, validation_fraction, early_stopping, patience
+        Training of the fine-tuned head, as for AutoencoderEmbedder.
+    batch_size : int, default=32
+        Images per batch through the backbone (and rows per training batch).
+    image_shape : tuple or None, default=None
+        (H, W, C) of the rows; inferred for square 1- or 3-channel images.
+    random_state : int, RandomState or None, default=None
+        Seeds the fine-tuned head and random backbone weights.
+    verbose : int, default=0
+        1 shows a progress bar over batches (and over training epochs).
+
+    Attributes
+    ----------
+    embedder_ : keras.Model
+        Images to pooled (normalised) backbone features.
+    head_ : keras.Model
+        Backbone features to the projection; only with ``fine_tune``.
+    classes_ : ndarray
+        Labels seen by a fine-tuning fit.
+    n_features_out_ : int
+        Size of the embeddings ``transform`` returns.
+    image_shape_ : tuple of int
+        (H, W, C) of the images ``fit`` was given.
+    n_features_in_ : int
+        Number of features per row seen during fit.
+    history_ : dict
+        Per-epoch losses of the fine-tuning fit.
+
+    See Also
+    --------
+    AutoencoderEmbedder : an embedding learnt from your images alone.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_imgretrieval import PretrainedCNNEmbedder
+    >>> images = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+    >>> embedder = PretrainedCNNEmbedder(input_size=64).fit(images)
+    >>> embedder.transform(images).shape
+    (4, 1280)
+    """
+
+    BACKBONES = BACKBONES
+
+    _parameter_constraints = {
+        **KerasEmbedder._parameter_constraints,
+        "backbone": [StrOptions(set(BACKBONES)), keras.Model, callable],
+        "weights": [StrOptions({"imagenet"}), str, os.PathLike, None],
+        "pooling": [StrOptions(set(_POOLING))],
+        "layer": [str, None],
+        "input_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "normalize": ["boolean"],
+        "fine_tune": ["boolean"],
+    }
+    _parameter_constraints.pop("warm_start")
+
+    def __init__(
+        self,
+        backbone="efficientnet_lite0",
+        *,
+        weights="imagenet",
+        pooling="avg",
+        layer=None,
+        input_size=None,
+        normalize=True,
+        fine_tune=False,
+        latent_dim=128,
+        epochs=10,
+        batch_size=32,
+        learning_rate=1e-3,
+        validation_fraction=0.1,
+        early_stopping=True,
+        patience=3,
+        image_shape=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.backbone = backbone
+        self.weights = weights
+        self.pooling = pooling
+        self.layer = layer
+        self.input_size = input_size
+        self.normalize = normalize
+        self.fine_tune = fine_tune
+        self.latent_dim = latent_dim
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.image_shape = image_shape
+        self.random_state = random_state
+        self.verbose = verbose
+
+    @property
+    def _keras_models(self):
+        return ("embedder_", "head_") if self.fine_tune else ("embedder_",)
+
+    # -------------------------------------------------------------- input
+    def _validate_input(self, X, *, reset):
+        """float32 rows; a pretrained network takes any image, so any row length works."""
+        four_d = getattr(X, "ndim", None) == 4
+        images = np.asarray(X) if four_d else None
+        rows = images.reshape(images.shape[0], -1) if four_d else X
+        rows = validate_data(self, rows, reset=reset, dtype=np.float32, ensure_min_samples=1)
+        if reset:
+            if four_d:
+                shape = images.shape[1:]
+            else:
+                shape = image_shape_of_rows(rows.shape[1], self.image_shape)
+            if self.image_shape is not None and check_image_shape(self.image_shape) != shape:
+                raise ValueError(
+                    f"image_shape={tuple(self.image_shape)!r} does not match the images "
+                    f"given, of shape {shape}. Leave image_shape=None for 4-D input."
+                )
+            if shape[2] not in (1, 3):
+                raise ValueError(
+                    f"A pretrained CNN takes grayscale (1 channel) or RGB (3 channel) "
+                    f"images; got {shape[2]} channels in images of shape {shape}. Use "
+                    "ImagePreprocessor(color_mode='rgb') to convert them."
+                )
+            self.image_shape_ = shape
+            self._input_ndim = 4 if four_d else 2
+        return rows
+
+    # ------------------------------------------------------------ network
+    def _backbone_network(self, size, weights):
+        """The backbone as a Keras model on (size, size, 3) inputs."""
+        input_shape = (size, size, 3)
+        if isinstance(self.backbone, keras.Model):
+            network = keras.models.clone_model(self.backbone)  # the user's model stays untouched
+            network.set_weights(self.backbone.get_weights())
+            return network
+        if callable(self.backbone):
+            network = self.backbone(input_shape)
+            if not isinstance(network, keras.Model):
+                raise TypeError(
+                    f"backbone={self.backbone!r} returned {type(network).__name__}; a "
+                    "callable backbone must return a keras.Model."
+                )
+            return network
+        spec = BACKBONES[self.backbone]
+        if weights not in ("imagenet", None) and not os.path.isfile(weights):
+            raise FileNotFoundError(
+                f"weights={weights!r} is neither 'imagenet', None nor an existing "
+                f"file. Give the path of a Keras weights file for {self.backbone}."
+            )
+        try:
+            return spec.build(input_shape, weights)
+        except ValueError as exc:
+            if weights in ("imagenet", None):
+                raise
+            raise ValueError(
+                f"The weights file {os.fspath(weights)!r} does not fit backbone "
+                f"{self.backbone!r} (Keras said: {exc}). Give the weights of this "
+                "backbone without its classifier (include_top=False)."
+            ) from exc
+        except Exception as exc:
+            if weights != "imagenet":
+                raise
+            raise OSError(
+                f"Could not get the ImageNet weights of {self.backbone!r}: {exc}. Keras "
+                f"downloads them once into {_lite0.keras_cache_dir() / 'models'}; on a "
+                "machine without internet access copy the file there, or pass "
+                "weights='/path/to/weights.h5'. backbone='efficientnet_lite0' works offline."
+            ) from exc
+
+    def _input_size(self):
+        if self.input_size is not None:
+            size = self.input_size
+        elif isinstance(self.backbone, str):
+            size = BACKBONES[self.backbone].input_size
+        else:
+            size = 224
+        minimum = BACKBONES[self.backbone].min_size if isinstance(self.backbone, str) else 1
+        if size < minimum:
+            raise ValueError(
+                f"input_size={size} is smaller than backbone {self.backbone!r} allows; "
+                f"use input_size >= {minimum}."
+            )
+        return size
+
+    def _feature_map(self, network):
+        if self.layer is None:
+            return network
+        try:
+            output = network.get_layer(self.layer).output
+        except ValueError:
+            names = [layer.name for layer in network.layers]
+            raise ValueError(
+                f"layer={self.layer!r} is not a layer of the backbone. Its layers "
+                f"include {names[-5:]} (all {len(names)}: [l.name for l in "
+                "embedder.embedder_.layers])."
+            ) from None
+        if len(output.shape) != 4:
+            raise ValueError(
+                f"layer={self.layer!r} gives outputs of shape {output.shape}; choose a "
+                "convolutional layer, whose output is a 4-D feature map."
+            )
+        return keras.Model(network.inputs, output, name=f"{network.name}_to_{self.layer}")
+
+    def _build_models(self, seed, *, weights=None):
+        """Build ``embedder_`` (and ``head_``); ``weights`` only when fitting.
+
+        Unpickling builds the architecture with ``weights=None`` and sets the
+        stored weights, so loading never downloads or converts anything.
+        """
+        size = self._input_size()
+        with _python_random_seeded(seed):
+            network = self._feature_map(self._backbone_network(size, weights))
+        inputs = keras.Input(self.image_shape_, name="images")
+        x = inputs
+        if self.image_shape_[:2] != (size, size):
+            x = keras.layers.Resizing(size, size, name="resize")(x)
+        if isinstance(self.backbone, str):
+            x = ImageNetPixels(BACKBONES[self.backbone].pixels, name="pixels")(x)
+        elif self.image_shape_[2] == 1:
+            x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
+        x = network(x)
+        x = _POOLING[self.pooling](name=f"{self.pooling}_pooling")(x)
+        if self.normalize and not self.fine_tune:
+            x = keras.layers.UnitNormalization(name="l2_normalize")(x)
+        self.embedder_ = keras.Model(inputs, x, name="pretrained_embedder")
+        if self.fine_tune:
+            features = keras.Input((self.embedder_.output.shape[-1],), name="features")
+            z = keras.layers.Dense(
+                self.latent_dim,
+                kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+                name="projection",
+            )(features)
+            if self.normalize:
+                z = keras.layers.UnitNormalization(name="l2_normalize")(z)
+            self.head_ = keras.Model(features, z, name="projection_head")
+
+    # ------------------------------------------------------------ sklearn
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Build the network; with ``fine_tune=True`` also train the head on ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, H, W, C)
+            Images in [0, 1], as rows (from ImagePreprocessor) or a 4-D array.
+        y : array-like of shape (n_samples,), default=None
+            Labels; required with ``fine_tune=True``, ignored otherwise.
+
+        Returns
+        -------
+        self : PretrainedCNNEmbedder
+            The fitted embedder.
+        """
+        if self.fine_tune and y is None:
+            raise ValueError(
+                "fine_tune=True trains a head on labels: call fit(X, y) with one label "
+                "per image, or set fine_tune=False for the backbone's features."
+            )
+        rows = self._validate_input(X, reset=True)
+        seed = seed_from(self.random_state)
+        weights = self.weights if isinstance(self.backbone, str) else None
+        self._build_models(seed, weights=weights)
+        if not self.fine_tune:
+            self.n_features_out_ = int(self.embedder_.output.shape[-1])
+            return self
+        y = column_or_1d(y, warn=True)
+        check_consistent_length(rows, y)
+        encoder = LabelEncoder()
+        codes = encoder.fit_transform(y).astype(np.int32)
+        self.classes_ = encoder.classes_
+        features = self._predict(self.embedder_, self._as_images(rows))
+        classifier = keras.Sequential(
+            [
+                self.head_,
+                keras.layers.Dense(
+                    len(self.classes_),
+                    activation="softmax",
+                    kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1),
+                    name="classifier",
+                ),
+            ]
+        )
+        classifier.compile(
+            optimizer=keras.optimizers.Adam(self.learning_rate), loss="sparse_categorical_crossentropy"
+        )
+        self._fit_model(classifier, features, codes, seed=seed)
+        self.n_features_out_ = self.latent_dim
+        return self
+
+    def _as_images(self, rows):
+        return rows.reshape((rows.shape[0],) + tuple(self.image_shape_))
+
+    def _embed(self, rows):
+        features = self._predict(self.embedder_, self._as_images(rows))
+        return self._predict(self.head_, features) if self.fine_tune else features
+
+    def _predict(self, model, x):
+        # Every batch at full size: the backend picks convolution kernels by
+        # batch size, so without padding an image's embedding would change
+        # (by ~1e-7) with the number of images it happens to share a batch with.
+        n_pad = -len(x) % self.batch_size
+        if n_pad:
+            x = np.concatenate([x, np.repeat(x[-1:], n_pad, axis=0)])
+        out = model.predict(x, batch_size=self.batch_size, verbose=self.verbose)
+        return np.asarray(out, dtype=np.float32)[: len(x) - n_pad]
+
+    @property
+    def _n_features_out(self):
+        check_is_fitted(self, "n_features_out_")
+        return self.n_features_out_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = self.fine_tune
+        return tags

@@ -1,0 +1,255 @@
+"""PretrainedCNNEmbedder and the torch-free EfficientNet-Lite0 weights."""
+
+import os
+import pickle
+import random
+import subprocess
+import sys
+import textwrap
+
+import joblib
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+from sklearn.utils._param_validation import InvalidParameterError
+
+from sklearn_imgretrieval import (
+    ImagePreprocessor,
+    NearestImageRetriever,
+    PretrainedCNNEmbedder,
+    make_retrieval_pipeline,
+)
+from sklearn_imgretrieval.datasets import load_digits_images
+from sklearn_imgretrieval.embedders import _lite0
+
+RANDOM = dict(weights=None, input_size=32, batch_size=16, random_state=0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def keras_home(tmp_path_factory):
+    """A Keras cache of this module's own, so the Lite0 conversion runs here."""
+    home = tmp_path_factory.mktemp("keras_home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KERAS_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """chelsea and coffee at 224x224 in [0, 1], as ImagePreprocessor gives them."""
+    rows = ImagePreprocessor(size=(224, 224), color_mode="rgb", flatten=False).fit_transform(
+        [Image.fromarray(data.chelsea()), Image.fromarray(data.coffee())]
+    )
+    return rows
+
+
+@pytest.fixture(scope="module")
+def lite0(photos):
+    return PretrainedCNNEmbedder().fit(photos)
+
+
+# ------------------------------------------------------------ Lite0 weights
+def test_lite0_classifies_the_bundled_photos(photos, keras_home):
+    network = _lite0.lite0_network(weights="imagenet", include_top=True)
+    assert (keras_home / "models").is_dir()  # converted once and cached
+    logits = np.asarray(network.predict(photos * 2 - 1, verbose=0))
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert probabilities.argmax(axis=1).tolist() == [285, 967]  # Egyptian cat, espresso
+    assert probabilities[0, 285] > 0.6 and probabilities[1, 967] > 0.8
+    # a second construction reads the cache and gives the same network
+    again = _lite0.lite0_network(weights="imagenet", include_top=True)
+    np.testing.assert_array_equal(np.asarray(again.predict(photos * 2 - 1, verbose=0)), logits)
+
+
+def test_reader_returns_every_tensor_with_its_shape():
+    state = _lite0.read_legacy_torch_file(_lite0.torch_weights_path())
+    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert state["_blocks.15._project_conv.weight"].shape == (320, 1152, 1, 1)
+    assert state["_fc.weight"].shape == (1000, 1280)
+    assert "_blocks.0._expand_conv.weight" not in state
+    # every value has a place in the Keras network (BatchNorm keeps its 4 arrays in both)
+    network = _lite0.build_lite0(include_top=True)
+    n_values = sum(v.size for k, v in state.items() if not k.endswith("num_batches_tracked"))
+    assert n_values == sum(int(np.prod(w.shape)) for w in network.weights)
+
+
+def test_reader_refuses_anything_but_tensors(tmp_path):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        for value in (_lite0._TORCH_MAGIC, _lite0._TORCH_PROTOCOL, {}):
+            pickle.dump(value, f, protocol=2)
+        f.write(b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00trueq\x00\x85R.")  # os.system("true")
+    with pytest.raises(pickle.UnpicklingError, match="os.system is not allowed"):
+        _lite0.read_legacy_torch_file(path)
+    with open(path, "wb") as f:
+        pickle.dump("not a torch file", f)
+    with pytest.raises(ValueError, match="not a legacy torch weight file"):
+        _lite0.read_legacy_torch_file(path)
+
+
+def test_pooled_features_are_fixed_and_normalised(lite0, photos):
+    features = lite0.transform(photos)
+    assert features.shape == (2, 1280) and features.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1, rtol=1e-5)
+    np.testing.assert_array_equal(PretrainedCNNEmbedder().fit(photos).transform(photos), features)
+    # the photos are not alike
+    assert features[0] @ features[1] < 0.5
+
+
+# ------------------------------------------------------------------ inputs
+def test_rows_four_d_and_gray_images(lite0, photos):
+    rows = photos.reshape(2, -1)
+    np.testing.assert_allclose(lite0.transform(rows), lite0.transform(photos), atol=1e-6)
+    gray = photos.mean(axis=3, keepdims=True)
+    gray_embedder = PretrainedCNNEmbedder(input_size=64).fit(gray)
+    rgb_embedder = PretrainedCNNEmbedder(input_size=64).fit(np.repeat(gray, 3, axis=3))
+    np.testing.assert_allclose(gray_embedder.transform(gray), rgb_embedder.transform(np.repeat(gray, 3, axis=3)), atol=1e-5)
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_small", "resnet50", "densenet121"])
+def test_keras_applications_backbones(backbone):
+    images = np.random.default_rng(0).random((3, 40, 40, 3), dtype=np.float32)
+    embedder = PretrainedCNNEmbedder(backbone, **RANDOM).fit(images)
+    assert embedder.transform(images).shape == (3, embedder.n_features_out_)
+    assert embedder.embedder_.get_layer("resize").output.shape[1:3] == (32, 32)
+
+
+def _backbone_of(embedder):
+    (network,) = [layer for layer in embedder.embedder_.layers if isinstance(layer, keras.Model)]
+    return network
+
+
+def test_pooling_gem_lies_between_average_and_max(photos):
+    pooled = {
+        p: PretrainedCNNEmbedder(pooling=p, normalize=False, input_size=64).fit(photos).transform(photos)
+        for p in ("avg", "gem", "max")
+    }
+    # power means grow with the power: mean <= GeM (p=3) <= max, per channel
+    # (up to GeM's clipping at 1e-6, which lifts channels that are all zero)
+    assert np.all(pooled["avg"] <= pooled["gem"] * (1 + 1e-5))
+    assert np.all(pooled["gem"] <= pooled["max"] * (1 + 1e-5) + 1e-5)
+    assert (pooled["gem"] > pooled["avg"] * 1.01).mean() > 0.5
+
+
+def test_intermediate_layer():
+    images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    embedder = PretrainedCNNEmbedder(layer="blocks_4_project_conv", **RANDOM).fit(images)
+    assert embedder.transform(images).shape == (2, 40)  # the third stage has 40 channels
+    with pytest.raises(ValueError, match="not a layer of the backbone.*head_activation"):
+        PretrainedCNNEmbedder(layer="no_such_layer", **RANDOM).fit(images)
+
+
+def test_keras_model_and_callable_backbones_leave_the_users_model_alone():
+    def tiny(input_shape):
+        inputs = keras.Input(input_shape)
+        return keras.Model(inputs, keras.layers.Conv2D(5, 3, strides=2)(inputs))
+
+    images = np.random.default_rng(0).random((2, 16, 16, 1), dtype=np.float32)
+    assert PretrainedCNNEmbedder(tiny, input_size=16).fit(images).transform(images).shape == (2, 5)
+    model = tiny((16, 16, 3))
+    before = [w.copy() for w in model.get_weights()]
+    embedder = PretrainedCNNEmbedder(model, input_size=16).fit(images)
+    assert _backbone_of(embedder) is not model  # a copy
+    for w, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(w, b)
+
+
+# ------------------------------------------------------- reproducibility
+def test_random_weights_follow_random_state_and_leave_global_state_alone():
+    images = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
+    state = random.getstate()
+    first = PretrainedCNNEmbedder(**RANDOM).fit(images).transform(images)
+    assert random.getstate() == state
+    np.testing.assert_array_equal(PretrainedCNNEmbedder(**RANDOM).fit(images).transform(images), first)
+    other = PretrainedCNNEmbedder(**{**RANDOM, "random_state": 1}).fit(images).transform(images)
+    assert not np.allclose(other, first)
+
+
+def test_pickle_size_and_joblib_in_a_fresh_process(lite0, photos, tmp_path):
+    n_weights = sum(w.size for w in lite0.embedder_.get_weights())
+    size = len(pickle.dumps(lite0))
+    assert n_weights * 4 <= size < n_weights * 4 * 1.05  # each weight stored once
+    joblib.dump(lite0, tmp_path / "lite0.joblib")
+    np.save(tmp_path / "photos.npy", photos)
+    script = textwrap.dedent(
+        f"""
+        import joblib, numpy as np
+        embedder = joblib.load({str(tmp_path / "lite0.joblib")!r})
+        np.save({str(tmp_path / "out.npy")!r}, embedder.transform(np.load({str(tmp_path / "photos.npy")!r})))
+        """
+    )
+    # an empty Keras cache: loading must not need the weight conversion
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "empty")}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env)
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), lite0.transform(photos))
+    assert not (tmp_path / "empty" / "models").exists()
+
+
+# ------------------------------------------------------------- fine-tuning
+def test_fine_tuning_on_labels_improves_retrieval():
+    images, labels = load_digits_images()
+    images = images[:, :, :, None]
+    train, test = slice(0, 1000), slice(1000, 1400)
+
+    def precision(embedder):
+        gallery = embedder.transform(images[train])
+        retriever = NearestImageRetriever(n_neighbors=10, metric="cosine").fit(gallery, labels[train])
+        return retriever.score(embedder.transform(images[test]), labels[test])
+
+    frozen = PretrainedCNNEmbedder(input_size=32).fit(images[train])
+    tuned = PretrainedCNNEmbedder(input_size=32, fine_tune=True, latent_dim=32, epochs=30, random_state=0)
+    tuned.fit(images[train], labels[train])
+    assert tuned.transform(images[:3]).shape == (3, 32)
+    assert list(tuned.classes_) == list(range(10))
+    assert tuned.n_iter_ == len(tuned.history_["loss"]) <= 30
+    assert precision(tuned) > precision(frozen) + 0.05
+
+
+def test_fine_tuning_needs_labels():
+    images = np.zeros((4, 32, 32, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"fine_tune=True trains a head on labels: call fit\(X, y\)"):
+        PretrainedCNNEmbedder(fine_tune=True, **RANDOM).fit(images)
+
+
+# ------------------------------------------------------------------ errors
+def test_clear_errors():
+    images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match="NaN"):
+        PretrainedCNNEmbedder(**RANDOM).fit(np.where(images > 0.9, np.nan, images))
+    with pytest.raises(ValueError, match="got 2 channels"):
+        PretrainedCNNEmbedder(**RANDOM).fit(images[..., :2])
+    with pytest.raises(ValueError, match="input_size=50 is smaller than backbone 'inception_v3' allows"):
+        PretrainedCNNEmbedder("inception_v3", weights=None, input_size=50).fit(images)
+    with pytest.raises(InvalidParameterError, match="efficientnet_lite0"):
+        PretrainedCNNEmbedder("alexnet").fit(images)
+    with pytest.raises(FileNotFoundError, match="neither 'imagenet', None nor an existing file"):
+        PretrainedCNNEmbedder(weights="/no/such/weights.h5").fit(images)
+
+
+def test_a_weights_file_of_another_backbone_is_refused(tmp_path):
+    images = np.zeros((2, 32, 32, 3), dtype=np.float32)
+    other = PretrainedCNNEmbedder("mobilenet_v3_small", **RANDOM).fit(images)
+    path = tmp_path / "mobilenet_v3_small.weights.h5"
+    _backbone_of(other).save_weights(path)
+    with pytest.raises(ValueError, match="does not fit backbone 'efficientnet_lite0'"):
+        PretrainedCNNEmbedder(weights=path, input_size=32).fit(images)
+    # while the right file loads
+    assert PretrainedCNNEmbedder("mobilenet_v3_small", weights=path, input_size=32).fit(images)
+
+
+# ---------------------------------------------------------------- pipeline
+def test_a_crop_of_a_photo_finds_its_photo():
+    photos = [data.chelsea(), data.coffee(), data.astronaut(), data.rocket()]
+    gallery = [Image.fromarray(p) for p in photos]
+    query = [Image.fromarray(data.chelsea()[40:260, 60:380])]  # the cat's head
+    pipe = make_retrieval_pipeline(
+        ImagePreprocessor(size=(128, 128), color_mode="rgb"),
+        PretrainedCNNEmbedder(input_size=128),
+        NearestImageRetriever(n_neighbors=1, metric="cosine"),
+    ).fit(gallery, ["cat", "coffee", "astronaut", "rocket"])
+    assert pipe.predict(query).tolist() == ["cat"]
+    distances, indices = pipe.kneighbors(gallery)
+    np.testing.assert_array_equal(indices.ravel(), [0, 1, 2, 3])  # each photo finds itself
+    np.testing.assert_allclose(distances, 0, atol=1e-5)
