@@ -86,10 +86,13 @@ def build_decoder(
     """Embeddings -> rows, mirroring :func:`build_encoder`.
 
     ``Dense(units, relu)`` for each of ``reversed(hidden_units)``; the dense
-    decoder ends in a dense layer of ``n_features``. The conv decoder expands the bottleneck to the encoder's last feature
-    map, upsamples it with ``Conv2DTranspose(f, 3, strides=2)`` for each of
-    ``reversed(filters)``, crops any padding row or column that odd image
-    sizes add, and ends in a 3x3 convolution to the image's channels.
+    decoder ends in a dense layer of ``n_features``. The conv decoder expands
+    to the encoder's last feature map and mirrors each strided convolution
+    with a ``Conv2DTranspose(3, strides=2)`` back to the channel count the
+    convolution started from, so that the last one gives the image's
+    channels (through ``output_activation``); a padding row or column that
+    odd image sizes add is cropped. Mirroring keeps the decoder as cheap as
+    the encoder: no wide layer runs at full resolution.
     """
     init = _Initializers(seed)
     inputs = keras.Input((latent_dim,), name="embeddings")
@@ -101,16 +104,20 @@ def build_decoder(
         grid_h, grid_w = conv_grid(image_shape, len(filters))
         x = _dense(grid_h * grid_w * filters[-1], init, "relu")(x)
         x = layers.Reshape((grid_h, grid_w, filters[-1]))(x)
-        for f in reversed(filters):
+        targets = (channels,) + tuple(filters[:-1])  # the input channels of each encoder conv
+        for i, f in enumerate(reversed(targets)):
+            last = i == len(targets) - 1
             x = layers.Conv2DTranspose(
-                f, 3, strides=2, padding="same", activation="relu", kernel_initializer=init()
+                f,
+                3,
+                strides=2,
+                padding="same",
+                activation=output_activation if last else "relu",
+                kernel_initializer=init(),
             )(x)
         extra_h, extra_w = grid_h * 2 ** len(filters) - height, grid_w * 2 ** len(filters) - width
         if extra_h or extra_w:
             x = layers.Cropping2D(((0, extra_h), (0, extra_w)))(x)
-        x = layers.Conv2D(
-            channels, 3, padding="same", activation=output_activation, kernel_initializer=init()
-        )(x)
         outputs = layers.Flatten()(x)
     else:
         outputs = _dense(n_features, init, output_activation)(x)
