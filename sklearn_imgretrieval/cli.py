@@ -71,6 +71,13 @@ def _make_embedder(name, *, epochs, batch_size, random_state=0):
     return PretrainedCNNEmbedder(backbone=name, weights="imagenet", **params)
 
 
+def _fit_components_to(embedder, n_samples, n_features):
+    """Lower PCA's 64 components to what a small folder allows."""
+    if hasattr(embedder, "n_components"):
+        embedder.set_params(n_components=min(embedder.n_components, n_samples, n_features))
+    return embedder
+
+
 def _default_size(embedder_name):
     return (64, 64) if embedder_name in ("pca", "autoencoder", "vae") else (224, 224)
 
@@ -105,8 +112,7 @@ def _fit_pipeline(paths, labels, args):
     preprocessor.fit(paths)
     rows = _in_chunks(preprocessor.transform, paths, "decoding")
     embedder = _make_embedder(args.embedder, epochs=args.epochs, batch_size=args.batch_size)
-    if hasattr(embedder, "n_components"):
-        embedder.set_params(n_components=min(embedder.n_components, *rows.shape))
+    _fit_components_to(embedder, *rows.shape)
     embedder.fit(rows)
     embeddings = _in_chunks(embedder.transform, rows, "embedding")
     n_neighbors = min(5, len(paths))
@@ -208,13 +214,18 @@ def _labelled_dataset(name):
 
 
 def _metrics_table(rows):
-    header = f"{'embedding':<28} {'P@10':>7} {'mAP@100':>8} {'5-NN acc':>9} {'seconds':>8}"
+    """Rows of (name, evaluate_retrieval's dict, seconds) as a text table.
+
+    The cut-offs come from the keys: on a gallery smaller than 10 or 100
+    images, evaluate_retrieval lowers them to the gallery's size.
+    """
+    keys = [next(key for key in rows[0][1] if key.startswith(prefix)) for prefix in ("precision@", "map@", "knn_accuracy@")]
+    titles = [f"P@{keys[0][10:]}", f"mAP@{keys[1][4:]}", f"{keys[2][13:]}-NN acc"]
+    header = f"{'embedding':<28} {titles[0]:>7} {titles[1]:>8} {titles[2]:>9} {'seconds':>8}"
     lines = [header, "-" * len(header)]
     for name, scores, seconds in rows:
-        lines.append(
-            f"{name:<28} {scores['precision@10']:>7.3f} {scores['map@100']:>8.3f} "
-            f"{scores['knn_accuracy@5']:>9.3f} {seconds:>8.1f}"
-        )
+        values = " ".join(f"{scores[key]:>{width}.3f}" for key, width in zip(keys, (7, 8, 9)))
+        lines.append(f"{name:<28} {values} {seconds:>8.1f}")
     return "\n".join(lines)
 
 
@@ -238,6 +249,7 @@ def _cmd_evaluate(args):
     color = "grayscale" if dataset_size else _color_mode(args.embedder)
     data = (Xg, yg, Xq, yq)
     embedder = _make_embedder(args.embedder, epochs=args.epochs, batch_size=args.batch_size)
+    _fit_components_to(embedder, len(Xg), size[0] * size[1] * (1 if color == "grayscale" else 3))
     rows = [
         _evaluate("raw pixels", [ImagePreprocessor(size=size, color_mode=color)], data),
         _evaluate(args.embedder, [ImagePreprocessor(size=size, color_mode=color), embedder], data),

@@ -125,3 +125,44 @@ def test_evaluate_prints_the_metrics_table(photos):
     raw, pca = lines[2].split(), lines[3].split()
     assert raw[:2] == ["raw", "pixels"] and pca[0] == "pca"
     assert 0.8 < float(pca[1]) <= 1.0
+
+
+def test_index_with_the_default_pretrained_embedder(photos, tmp_path):
+    model = tmp_path / "lite0.joblib"
+    run("index", photos, "-o", model, "--size", 64, 64)  # --embedder lite0 is the default
+    query = photos / "stripes" / "stripes3.jpg"
+    neighbours = json.loads(run("query", model, query, "-k", 4, "--json").stdout)[0]["neighbors"]
+    assert neighbours[0]["path"] == str(query)
+    assert neighbours[0]["distance"] == pytest.approx(0.0, abs=1e-5)
+    assert sum("stripes" in n["path"] for n in neighbours) >= 3
+
+
+def test_evaluate_on_a_folder_of_labelled_photos(photos):
+    result = run("evaluate", "--dataset", photos, "--embedder", "pca", "--size", 24, 24)
+    assert "warning" in result.stderr  # the unreadable files are named, not fatal
+    assert [line.split()[0] for line in result.stdout.splitlines()[2:]] == ["raw", "pca"]
+
+
+def test_demo_prints_the_table_and_writes_the_picture(tmp_path):
+    picture = tmp_path / "demo.png"
+    result = run("demo", "--epochs", 2, "--out", picture)
+    rows = [line.split()[0] for line in result.stdout.splitlines()[2:5]]
+    assert rows == ["raw", "PCA-32", "conv"]
+    assert f"wrote {picture}" in result.stdout
+    with Image.open(picture) as image:
+        image.load()
+        # six queries, each with eight neighbours: a wide grid
+        assert image.format == "PNG" and image.width > image.height > 300
+
+
+def test_a_missing_optional_dependency_is_one_line(index_file, photos, tmp_path):
+    """Without matplotlib, --plot ends with the install hint, not a traceback."""
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; "  # makes `import matplotlib` fail
+        "from sklearn_imgretrieval.cli import main; "
+        f"sys.exit(main(['query', {str(index_file)!r}, {str(photos / 'rings' / 'rings0.png')!r}, "
+        f"'--plot', {str(tmp_path / 'x.png')!r}]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "pip install matplotlib" in result.stderr and "Traceback" not in result.stderr

@@ -253,3 +253,16 @@ def test_a_crop_of_a_photo_finds_its_photo():
     distances, indices = pipe.kneighbors(gallery)
     np.testing.assert_array_equal(indices.ravel(), [0, 1, 2, 3])  # each photo finds itself
     np.testing.assert_allclose(distances, 0, atol=1e-5)
+
+
+def test_offline_imagenet_download_says_what_to_do(monkeypatch):
+    """Keras's download failing (no network) becomes an error naming the way out."""
+    from sklearn_imgretrieval.embedders import pretrained
+
+    def offline(input_shape, weights):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: Name or service not known")
+
+    spec = pretrained.BACKBONES["resnet50"]
+    monkeypatch.setitem(pretrained.BACKBONES, "resnet50", pretrained.Backbone(offline, spec.pixels, 224, 32))
+    with pytest.raises(OSError, match="copy the file there, or pass weights=.*efficientnet_lite0' works offline"):
+        PretrainedCNNEmbedder("resnet50").fit(np.zeros((1, 32, 32, 3), dtype=np.float32))

@@ -385,9 +385,9 @@ class PretrainedCNNEmbedder(KerasEmbedder):
         except ValueError:
             names = [layer.name for layer in network.layers]
             raise ValueError(
-                f"layer={self.layer!r} is not a layer of the backbone. Its layers "
-                f"include {names[-5:]} (all {len(names)}: [l.name for l in "
-                "embedder.embedder_.layers])."
+                f"layer={self.layer!r} is not a layer of the backbone; its last "
+                f"layers are {names[-6:]} ({len(names)} in all, listed by the "
+                "backbone model's summary())."
             ) from None
         if len(output.shape) != 4:
             raise ValueError(
