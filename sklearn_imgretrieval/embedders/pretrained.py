@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 
 from .._image_shape import check_image_shape, image_shape_of_rows
 from . import _lite0
-from ._base import KerasEmbedder, seed_from
+from ._base import _MAX_SEED, KerasEmbedder, positive_int_tuple, seed_from
 
 
 @dataclass(frozen=True)
@@ -189,9 +189,14 @@ class PretrainedCNNEmbedder(KerasEmbedder):
         L2-normalise the embeddings, so that cosine and euclidean
         neighbours agree.
     fine_tune : bool, default=False
-        Train a projection head on labels given to ``fit``: a dense layer to
-        ``latent_dim`` followed by a softmax classifier used for training
-        only. The backbone stays frozen and its features are computed once.
+        Train a projection head on labels given to ``fit``: dense ReLU layers
+        of ``hidden_units``, a linear projection to ``latent_dim`` (the
+        embedding), and a softmax classifier used for training only. The
+        backbone stays frozen and its features are computed once.
+    hidden_units : tuple of int, default=(512,)
+        Widths of the fine-tuned head's hidden layers; ``()`` makes the
+        projection linear in the backbone's features. Unused without
+        ``fine_tune``.
     latent_dim : int, default=128
         Size of the fine-tuned projection; unused without ``fine_tune``.
     epochs, learning_rate, validation_fraction, early_stopping, patience
@@ -247,6 +252,7 @@ class PretrainedCNNEmbedder(KerasEmbedder):
         "input_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "normalize": ["boolean"],
         "fine_tune": ["boolean"],
+        "hidden_units": ["array-like"],
     }
     _parameter_constraints.pop("warm_start")
 
@@ -260,6 +266,7 @@ class PretrainedCNNEmbedder(KerasEmbedder):
         input_size=None,
         normalize=True,
         fine_tune=False,
+        hidden_units=(512,),
         latent_dim=128,
         epochs=10,
         batch_size=32,
@@ -278,6 +285,7 @@ class PretrainedCNNEmbedder(KerasEmbedder):
         self.input_size = input_size
         self.normalize = normalize
         self.fine_tune = fine_tune
+        self.hidden_units = hidden_units
         self.latent_dim = latent_dim
         self.epochs = epochs
         self.batch_size = batch_size
@@ -419,12 +427,19 @@ class PretrainedCNNEmbedder(KerasEmbedder):
             x = keras.layers.UnitNormalization(name="l2_normalize")(x)
         self.embedder_ = keras.Model(inputs, x, name="pretrained_embedder")
         if self.fine_tune:
+            hidden_units = positive_int_tuple(self.hidden_units, "hidden_units", allow_empty=True)
+            layer_seeds = np.random.default_rng(seed).integers(_MAX_SEED, size=len(hidden_units) + 1)
             features = keras.Input((self.embedder_.output.shape[-1],), name="features")
+            z = features
+            for units, layer_seed in zip(hidden_units, layer_seeds):
+                z = keras.layers.Dense(
+                    units, activation="relu", kernel_initializer=keras.initializers.GlorotUniform(seed=int(layer_seed))
+                )(z)
             z = keras.layers.Dense(
                 self.latent_dim,
-                kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+                kernel_initializer=keras.initializers.GlorotUniform(seed=int(layer_seeds[-1])),
                 name="projection",
-            )(features)
+            )(z)
             if self.normalize:
                 z = keras.layers.UnitNormalization(name="l2_normalize")(z)
             self.head_ = keras.Model(features, z, name="projection_head")
