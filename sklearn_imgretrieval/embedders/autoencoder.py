@@ -36,7 +36,67 @@ def output_activation(rows, loss):
     return "linear"
 
 
-class AutoencoderEmbedder(KerasEmbedder):
+class EncoderDecoderEmbedder(KerasEmbedder):
+    """What the autoencoder and the VAE share: an encoder and a decoder built
+    by ``_networks`` from the same parameters, the start of every fit, and
+    decoding. Subclasses set ``_n_latent_heads`` (the VAE's encoder gives a
+    mean and a log-variance) and train the two networks in ``fit``.
+    """
+
+    _keras_models = ("encoder_", "decoder_")
+    _n_latent_heads = 1
+
+    def _build_models(self, seed):
+        spec = dict(
+            architecture=self.architecture,
+            hidden_units=positive_int_tuple(self.hidden_units, "hidden_units", allow_empty=True),
+            filters=positive_int_tuple(self.filters, "filters"),
+            image_shape=self.image_shape_,
+        )
+        self.encoder_ = build_encoder(
+            self.n_features_in_, self.latent_dim, n_heads=self._n_latent_heads, seed=seed, **spec
+        )
+        self.decoder_ = build_decoder(
+            self.latent_dim,
+            self.n_features_in_,
+            output_activation=self._output_activation,
+            seed=seed + 1,
+            **spec,
+        )
+
+    def _start_fit(self, X):
+        """Validate ``X`` and build the networks unless a warm start continues.
+
+        Returns the float32 rows, the fit's seed and whether it continues.
+        """
+        continuing = self._continues_training()
+        rows = self._validate_input(X, reset=not continuing)
+        self._check_latent_dim(rows.shape[1])
+        check_unit_range(rows, self.loss)
+        seed = seed_from(self.random_state)
+        if not continuing:
+            self._output_activation = output_activation(rows, self.loss)
+            self._build_models(seed)
+        return rows, seed, continuing
+
+    def inverse_transform(self, X):
+        """Decode embeddings back to images, in the layout ``fit`` was given.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, latent_dim)
+            Embeddings, for example from ``transform``.
+
+        Returns
+        -------
+        images : ndarray of float32, shape (n_samples, n_features) or (n_samples, H, W, C)
+            Decoded rows, or images if ``fit`` was given a 4-D array.
+        """
+        check_is_fitted(self, self._keras_models)
+        return self._as_input_layout(self._predict(self.decoder_, self._check_embeddings(X)))
+
+
+class AutoencoderEmbedder(EncoderDecoderEmbedder):
     """Embed images with the bottleneck of an autoencoder trained on them.
 
     The encoder maps each image to ``latent_dim`` numbers and the decoder
@@ -119,7 +179,6 @@ class AutoencoderEmbedder(KerasEmbedder):
     (2, 8, 8, 1)
     """
 
-    _keras_models = ("encoder_", "decoder_")
     _parameter_constraints = {
         **KerasEmbedder._parameter_constraints,
         "architecture": [StrOptions({"dense", "conv"})],
@@ -163,22 +222,6 @@ class AutoencoderEmbedder(KerasEmbedder):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _build_models(self, seed):
-        spec = dict(
-            architecture=self.architecture,
-            hidden_units=positive_int_tuple(self.hidden_units, "hidden_units", allow_empty=True),
-            filters=positive_int_tuple(self.filters, "filters"),
-            image_shape=self.image_shape_,
-        )
-        self.encoder_ = build_encoder(self.n_features_in_, self.latent_dim, seed=seed, **spec)
-        self.decoder_ = build_decoder(
-            self.latent_dim,
-            self.n_features_in_,
-            output_activation=self._output_activation,
-            seed=seed + 1,
-            **spec,
-        )
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Train the autoencoder on the images ``X``.
@@ -195,14 +238,7 @@ class AutoencoderEmbedder(KerasEmbedder):
         self : AutoencoderEmbedder
             The fitted embedder.
         """
-        continuing = self._continues_training()
-        rows = self._validate_input(X, reset=not continuing)
-        self._check_latent_dim(rows.shape[1])
-        check_unit_range(rows, self.loss)
-        seed = seed_from(self.random_state)
-        if not continuing:
-            self._output_activation = output_activation(rows, self.loss)
-            self._build_models(seed)
+        rows, seed, continuing = self._start_fit(X)
         inputs = keras.Input((rows.shape[1],))
         autoencoder = keras.Model(inputs, self.decoder_(self.encoder_(inputs)))
         autoencoder.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss=self.loss)
@@ -211,22 +247,6 @@ class AutoencoderEmbedder(KerasEmbedder):
 
     def _embed(self, rows):
         return self._predict(self.encoder_, rows)
-
-    def inverse_transform(self, X):
-        """Decode embeddings back to images, in the layout ``fit`` was given.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, latent_dim)
-            Embeddings.
-
-        Returns
-        -------
-        images : ndarray of float32, shape (n_samples, n_features) or (n_samples, H, W, C)
-            Reconstructed rows, or images if ``fit`` was given a 4-D array.
-        """
-        check_is_fitted(self, self._keras_models)
-        return self._as_input_layout(self._predict(self.decoder_, self._check_embeddings(X)))
 
     def score(self, X, y=None):
         """Negative mean reconstruction loss of ``X`` (higher is better).

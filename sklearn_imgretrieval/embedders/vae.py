@@ -10,9 +10,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import KerasEmbedder, positive_int_tuple, seed_from
-from ._networks import build_decoder, build_encoder
-from .autoencoder import check_unit_range, output_activation, reconstruction_loss
+from ._base import KerasEmbedder
+from .autoencoder import EncoderDecoderEmbedder, reconstruction_loss
 
 
 class GaussianSampling(keras.layers.Layer):
@@ -50,7 +49,7 @@ def summed_reconstruction_loss(loss, n_features):
     return summed
 
 
-class VAEEmbedder(KerasEmbedder):
+class VAEEmbedder(EncoderDecoderEmbedder):
     """Embed images with the posterior mean of a variational autoencoder.
 
     The encoder gives each image a Gaussian posterior (mean and
@@ -131,7 +130,7 @@ class VAEEmbedder(KerasEmbedder):
     (2, 8, 8, 1)
     """
 
-    _keras_models = ("encoder_", "decoder_")
+    _n_latent_heads = 2  # mean and log-variance
     _parameter_constraints = {
         **KerasEmbedder._parameter_constraints,
         "beta": [Interval(numbers.Real, 0, None, closed="left")],
@@ -178,22 +177,6 @@ class VAEEmbedder(KerasEmbedder):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _build_models(self, seed):
-        spec = dict(
-            architecture=self.architecture,
-            hidden_units=positive_int_tuple(self.hidden_units, "hidden_units", allow_empty=True),
-            filters=positive_int_tuple(self.filters, "filters"),
-            image_shape=self.image_shape_,
-        )
-        self.encoder_ = build_encoder(self.n_features_in_, self.latent_dim, n_heads=2, seed=seed, **spec)
-        self.decoder_ = build_decoder(
-            self.latent_dim,
-            self.n_features_in_,
-            output_activation=self._output_activation,
-            seed=seed + 1,
-            **spec,
-        )
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Train the VAE on the images ``X``.
@@ -210,14 +193,7 @@ class VAEEmbedder(KerasEmbedder):
         self : VAEEmbedder
             The fitted embedder.
         """
-        continuing = self._continues_training()
-        rows = self._validate_input(X, reset=not continuing)
-        self._check_latent_dim(rows.shape[1])
-        check_unit_range(rows, self.loss)
-        seed = seed_from(self.random_state)
-        if not continuing:
-            self._output_activation = output_activation(rows, self.loss)
-            self._build_models(seed)
+        rows, seed, continuing = self._start_fit(X)
         inputs = keras.Input((rows.shape[1],))
         z = GaussianSampling(self.beta, seed=seed + 3)(self.encoder_(inputs))
         vae = keras.Model(inputs, self.decoder_(z))
@@ -234,22 +210,6 @@ class VAEEmbedder(KerasEmbedder):
 
     def _embed(self, rows):
         return self._posterior(rows)[0]
-
-    def inverse_transform(self, X):
-        """Decode latent vectors to images, in the layout ``fit`` was given.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, latent_dim)
-            Latent vectors, for example from ``transform``.
-
-        Returns
-        -------
-        images : ndarray of float32, shape (n_samples, n_features) or (n_samples, H, W, C)
-            Decoded rows, or images if ``fit`` was given a 4-D array.
-        """
-        check_is_fitted(self, self._keras_models)
-        return self._as_input_layout(self._predict(self.decoder_, self._check_embeddings(X)))
 
     def sample(self, n_samples=1, random_state=None):
         """Generate images by decoding draws from the standard normal prior.
