@@ -6,12 +6,14 @@ import os
 import numpy as np
 import scipy.sparse as sp
 from PIL import Image
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
 from . import _image_io
 from ._image_shape import check_image_shape, image_shape_of_rows, rows_to_images
+from ._sklearn_compat import StrOptions, _fit_context, validate_data
+
+__all__ = ["ImagePreprocessor"]
 
 _CHANNEL_NAMES = {1: ("gray",), 3: ("r", "g", "b")}
 

@@ -257,9 +257,9 @@ def test_a_crop_of_a_photo_finds_its_photo():
 
 def test_offline_imagenet_download_says_what_to_do(monkeypatch):
     """Keras's download failing (no network) becomes an error naming the way out."""
-    from sklearn_imgretrieval.embedders import pretrained
+    from sklearn_imgretrieval.embedders import _pretrained as pretrained
 
-    def offline(input_shape, weights):
+    def offline(input_shape, weights, seed):
         raise Exception("URL fetch failure on https://storage.googleapis.com/...: Name or service not known")
 
     spec = pretrained.BACKBONES["resnet50"]

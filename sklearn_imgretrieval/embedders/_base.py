@@ -6,10 +6,8 @@ validation split and early stopping, batched prediction, persistence of the
 networks as plain weight arrays, and scikit-learn tags. A subclass says which
 attributes hold Keras models and how to build them; the rest is here.
 
-Randomness never touches global state: initialisers take seeds from a
-``keras.random.SeedGenerator``, batches are shuffled by a NumPy generator
-derived from ``random_state``, so a fit neither reads nor changes the
-Python, NumPy or backend global seeds.
+Randomness never touches global state: every seed comes from
+``_seeding``, derived from ``random_state``.
 """
 
 import math
@@ -18,13 +16,10 @@ import numbers
 import keras
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from .._image_shape import check_image_shape, infer_image_shape
-
-_MAX_SEED = 2**31 - 1
+from .._sklearn_compat import Interval, validate_data
 
 
 class ShuffledBatches(keras.utils.PyDataset):
@@ -55,11 +50,6 @@ class ShuffledBatches(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         self._order = self._rng.permutation(len(self._x))
-
-
-def seed_from(random_state):
-    """An int seed drawn from ``random_state`` (None, int or RandomState)."""
-    return int(check_random_state(random_state).randint(_MAX_SEED))
 
 
 def split_validation(n_samples, validation_fraction, seed):
@@ -110,32 +100,44 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """Whether the architecture needs an image shape (conv) or only rows (dense)."""
         return getattr(self, "architecture", "dense") == "conv"
 
+    def _infer_image_shape(self, n_features):
+        """(H, W, C) of 2-D rows at fit; subclasses taking any row length override it."""
+        return infer_image_shape(n_features, self.image_shape, required=self._requires_image_shape)
+
+    def _check_image_shape(self, shape):
+        """Hook for subclasses that accept only some images (channel counts)."""
+
     # -------------------------------------------------------------- input
     def _validate_input(self, X, *, reset):
         """float32 rows of ``X``, which may be 2-D rows or 4-D (n, H, W, C) images.
 
-        On ``reset`` sets ``n_features_in_`` and ``image_shape_``.
+        On ``reset`` sets ``n_features_in_`` and ``image_shape_``. Afterwards
+        4-D images must have the fitted shape: a 4x16 image has as many
+        pixels as an 8x8 one, and must not be read as one.
         """
         four_d = getattr(X, "ndim", None) == 4
         if four_d:
             images = np.asarray(X)
+            if not reset and self.image_shape_ is not None and images.shape[1:] != tuple(self.image_shape_):
+                raise ValueError(
+                    f"The images have shape {images.shape[1:]} (height, width, channels) "
+                    f"but this embedder was fitted on images of shape {tuple(self.image_shape_)}. "
+                    "Resize them the same way (ImagePreprocessor(size=...)) or refit."
+                )
             rows = images.reshape(images.shape[0], -1)
         else:
             rows = X
         rows = validate_data(self, rows, reset=reset, dtype=np.float32, ensure_min_samples=1)
         if reset:
-            if four_d:
-                shape = images.shape[1:]
-                if self.image_shape is not None and check_image_shape(self.image_shape) != shape:
-                    raise ValueError(
-                        f"image_shape={tuple(self.image_shape)!r} does not match the "
-                        f"images given, of shape {shape}. Leave image_shape=None for "
-                        "4-D input."
-                    )
-            else:
-                shape = infer_image_shape(
-                    rows.shape[1], self.image_shape, required=self._requires_image_shape
+            shape = images.shape[1:] if four_d else self._infer_image_shape(rows.shape[1])
+            if four_d and self.image_shape is not None and check_image_shape(self.image_shape) != shape:
+                raise ValueError(
+                    f"image_shape={tuple(self.image_shape)!r} does not match the "
+                    f"images given, of shape {shape}. Leave image_shape=None for "
+                    "4-D input."
                 )
+            if shape is not None:
+                self._check_image_shape(shape)
             self.image_shape_ = shape
             self._input_ndim = 4 if four_d else 2
         return rows
@@ -220,11 +222,34 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         )
 
     def _predict(self, model, x):
-        """``model.predict`` in batches of ``batch_size``, as float32."""
-        out = model.predict(x, batch_size=self.batch_size, verbose=0)
-        if isinstance(out, (list, tuple)):
-            out = out[0]
-        return np.asarray(out, dtype=np.float32)
+        """``model`` over ``x`` batch by batch, into one preallocated float32 output.
+
+        Only one batch at a time becomes a backend tensor, so memory follows
+        the batch, not ``len(x)`` (``model.predict`` converts the whole input
+        and keeps every batch's output before concatenating). Every batch has
+        ``batch_size`` rows, the last one padded with copies of its last row:
+        the backend picks convolution kernels by batch size, so without
+        padding an image's embedding would change (by ~1e-7) with the number
+        of images it shares a batch with. A model with several outputs gives
+        a list of arrays.
+        """
+        n_rows, size = len(x), self.batch_size
+        outputs = None
+        progress = keras.utils.Progbar(n_rows, unit_name="image") if self.verbose else None
+        for start in range(0, n_rows, size):
+            stop = min(start + size, n_rows)
+            batch = x[start:stop]
+            if stop - start < size:
+                batch = np.concatenate([batch, np.repeat(batch[-1:], size - (stop - start), axis=0)])
+            result = model.predict_on_batch(batch)
+            parts = result if isinstance(result, (list, tuple)) else [result]
+            if outputs is None:
+                outputs = [np.empty((n_rows,) + tuple(part.shape[1:]), dtype=np.float32) for part in parts]
+            for out, part in zip(outputs, parts):
+                out[start:stop] = np.asarray(part)[: stop - start]
+            if progress is not None:
+                progress.update(stop)
+        return outputs if len(outputs) > 1 else outputs[0]
 
     # ------------------------------------------------------------ sklearn
     @property

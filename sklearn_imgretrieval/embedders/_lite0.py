@@ -23,6 +23,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from ._seeding import SeededInitializers
+
 #: (kernel, stride, expansion, output channels, repeats) of the seven stages.
 STAGES = (
     (3, 1, 1, 16, 1),
@@ -152,50 +154,65 @@ def _keras_name(torch_prefix):
     return torch_prefix.replace("._", "_").replace(".", "_").lstrip("_")
 
 
-def _conv_bn(x, filters, kernel, stride, conv_prefix, bn_prefix, activation=True):
+def _conv_bn(x, init, filters, kernel, stride, conv_prefix, bn_prefix, activation=True):
     x = keras.layers.Conv2D(
-        filters, kernel, strides=stride, padding="same", use_bias=False, name=_keras_name(conv_prefix)
+        filters,
+        kernel,
+        strides=stride,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=init(),
+        name=_keras_name(conv_prefix),
     )(x)
     x = keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=_keras_name(bn_prefix))(x)
     return keras.layers.ReLU(6.0)(x) if activation else x
 
 
-def _mbconv(x, index, in_channels, kernel, stride, expansion, out_channels):
+def _mbconv(x, init, index, in_channels, kernel, stride, expansion, out_channels):
     prefix = f"_blocks.{index}."
     inputs = x
     if expansion != 1:
-        x = _conv_bn(x, in_channels * expansion, 1, 1, prefix + "_expand_conv", prefix + "_bn0")
+        x = _conv_bn(x, init, in_channels * expansion, 1, 1, prefix + "_expand_conv", prefix + "_bn0")
     x = keras.layers.DepthwiseConv2D(
-        kernel, strides=stride, padding="same", use_bias=False, name=_keras_name(prefix + "_depthwise_conv")
+        kernel,
+        strides=stride,
+        padding="same",
+        use_bias=False,
+        depthwise_initializer=init(),
+        name=_keras_name(prefix + "_depthwise_conv"),
     )(x)
     x = keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=_keras_name(prefix + "_bn1"))(x)
     x = keras.layers.ReLU(6.0)(x)
-    x = _conv_bn(x, out_channels, 1, 1, prefix + "_project_conv", prefix + "_bn2", activation=False)
+    x = _conv_bn(x, init, out_channels, 1, 1, prefix + "_project_conv", prefix + "_bn2", activation=False)
     if stride == 1 and in_channels == out_channels:
         x = keras.layers.Add()([inputs, x])
     return x
 
 
-def build_lite0(input_shape=(224, 224, 3), *, include_top=False):
-    """The Lite0 network (no weights) on pixels already mapped to [-1, 1].
+def build_lite0(input_shape=(224, 224, 3), *, include_top=False, seed=0):
+    """The Lite0 network with random weights drawn from ``seed``, on pixels
+    already mapped to [-1, 1].
 
     With ``include_top=False`` the output is the last 1280-channel feature
     map (layer ``FEATURE_LAYER``); with ``include_top=True`` it is the
     1000 ImageNet logits after average pooling and the ``_fc`` layer.
     """
+    init = SeededInitializers(seed)
     inputs = keras.Input(input_shape)
-    x = _conv_bn(inputs, STEM_FILTERS, 3, 2, "_conv_stem", "_bn0")
+    x = _conv_bn(inputs, init, STEM_FILTERS, 3, 2, "_conv_stem", "_bn0")
     index, channels = 0, STEM_FILTERS
     for kernel, stride, expansion, out_channels, repeats in STAGES:
         for repeat in range(repeats):
-            x = _mbconv(x, index, channels, kernel, stride if repeat == 0 else 1, expansion, out_channels)
+            x = _mbconv(x, init, index, channels, kernel, stride if repeat == 0 else 1, expansion, out_channels)
             index, channels = index + 1, out_channels
-    x = keras.layers.Conv2D(HEAD_FILTERS, 1, use_bias=False, name=_keras_name("_conv_head"))(x)
+    x = keras.layers.Conv2D(
+        HEAD_FILTERS, 1, use_bias=False, kernel_initializer=init(), name=_keras_name("_conv_head")
+    )(x)
     x = keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=_keras_name("_bn1"))(x)
     x = keras.layers.ReLU(6.0, name=FEATURE_LAYER)(x)
     if include_top:
         x = keras.layers.GlobalAveragePooling2D()(x)
-        x = keras.layers.Dense(N_CLASSES, name=_keras_name("_fc"))(x)
+        x = keras.layers.Dense(N_CLASSES, kernel_initializer=init(), name=_keras_name("_fc"))(x)
     return keras.Model(inputs, x, name="efficientnet_lite0")
 
 
@@ -259,14 +276,15 @@ def cached_weights_path():
     return cache
 
 
-def lite0_network(input_shape=(224, 224, 3), *, weights="imagenet", include_top=False):
-    """Lite0 with ImageNet weights (``"imagenet"``), none (``None``) or a Keras weights file.
+def lite0_network(input_shape=(224, 224, 3), *, weights="imagenet", include_top=False, seed=0):
+    """Lite0 with ImageNet weights (``"imagenet"``), random ones drawn from
+    ``seed`` (``None``) or a Keras weights file.
 
     The network takes pixels in [-1, 1]. The weights are those of the full
     network with its classifier; with ``include_top=False`` the returned
     model stops at ``FEATURE_LAYER`` and shares the layers.
     """
-    full = build_lite0(input_shape, include_top=True)
+    full = build_lite0(input_shape, include_top=True, seed=seed)
     if weights is not None:
         full.load_weights(cached_weights_path() if weights == "imagenet" else weights)
     if include_top:

@@ -9,19 +9,10 @@ seeded from ``seed``, so that a build is a function of its arguments alone.
 import math
 
 import keras
-import numpy as np
+
+from ._seeding import SeededInitializers
 
 layers = keras.layers
-
-
-class _Initializers:
-    """Distinct seeded Glorot-uniform initialisers, one per layer."""
-
-    def __init__(self, seed):
-        self._rng = np.random.default_rng(seed)
-
-    def __call__(self):
-        return keras.initializers.GlorotUniform(seed=int(self._rng.integers(2**31 - 1)))
 
 
 def _dense(units, init, activation=None, name=None):
@@ -54,7 +45,7 @@ def build_encoder(
     for each of ``hidden_units`` and end in linear heads. The VAE asks for
     two heads (mean and log-variance).
     """
-    init = _Initializers(seed)
+    init = SeededInitializers(seed)
     inputs = keras.Input((n_features,), name="rows")
     x = inputs
     if architecture == "conv":
@@ -94,7 +85,7 @@ def build_decoder(
     odd image sizes add is cropped. Mirroring keeps the decoder as cheap as
     the encoder: no wide layer runs at full resolution.
     """
-    init = _Initializers(seed)
+    init = SeededInitializers(seed)
     inputs = keras.Input((latent_dim,), name="embeddings")
     x = inputs
     for units in reversed(hidden_units):

@@ -5,15 +5,17 @@ import numbers
 import keras
 import numpy as np
 from keras import ops
-from sklearn.base import _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import KerasEmbedder
-from .autoencoder import EncoderDecoderEmbedder, reconstruction_loss
+from .._sklearn_compat import Interval, _fit_context
+from ._autoencoder import AutoencoderEmbedder, reconstruction_loss
+from ._seeding import spawn_seeds
+
+__all__ = ["VAEEmbedder"]
 
 
+@keras.saving.register_keras_serializable(package="sklearn_imgretrieval")
 class GaussianSampling(keras.layers.Layer):
     """Draw ``z = mean + exp(log_var / 2) * eps`` and add ``beta * KL`` to the losses.
 
@@ -25,6 +27,7 @@ class GaussianSampling(keras.layers.Layer):
     def __init__(self, beta, seed, **kwargs):
         super().__init__(**kwargs)
         self.beta = beta
+        self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs):
@@ -33,6 +36,12 @@ class GaussianSampling(keras.layers.Layer):
         self.add_loss(self.beta * ops.mean(kl))
         eps = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
         return mean + ops.exp(0.5 * log_var) * eps
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "beta": self.beta, "seed": self.seed}
 
 
 def summed_reconstruction_loss(loss, n_features):
@@ -49,7 +58,7 @@ def summed_reconstruction_loss(loss, n_features):
     return summed
 
 
-class VAEEmbedder(EncoderDecoderEmbedder):
+class VAEEmbedder(AutoencoderEmbedder):
     """Embed images with the posterior mean of a variational autoencoder.
 
     The encoder gives each image a Gaussian posterior (mean and
@@ -132,12 +141,8 @@ class VAEEmbedder(EncoderDecoderEmbedder):
 
     _n_latent_heads = 2  # mean and log-variance
     _parameter_constraints = {
-        **KerasEmbedder._parameter_constraints,
+        **AutoencoderEmbedder._parameter_constraints,
         "beta": [Interval(numbers.Real, 0, None, closed="left")],
-        "architecture": [StrOptions({"dense", "conv"})],
-        "hidden_units": ["array-like"],
-        "filters": ["array-like"],
-        "loss": [StrOptions({"mse", "binary_crossentropy"})],
     }
 
     def __init__(
@@ -160,22 +165,24 @@ class VAEEmbedder(EncoderDecoderEmbedder):
         random_state=None,
         verbose=0,
     ):
-        self.latent_dim = latent_dim
+        super().__init__(
+            latent_dim=latent_dim,
+            architecture=architecture,
+            hidden_units=hidden_units,
+            filters=filters,
+            loss=loss,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            validation_fraction=validation_fraction,
+            early_stopping=early_stopping,
+            patience=patience,
+            warm_start=warm_start,
+            image_shape=image_shape,
+            random_state=random_state,
+            verbose=verbose,
+        )
         self.beta = beta
-        self.architecture = architecture
-        self.hidden_units = hidden_units
-        self.filters = filters
-        self.loss = loss
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.validation_fraction = validation_fraction
-        self.early_stopping = early_stopping
-        self.patience = patience
-        self.warm_start = warm_start
-        self.image_shape = image_shape
-        self.random_state = random_state
-        self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -194,19 +201,20 @@ class VAEEmbedder(EncoderDecoderEmbedder):
             The fitted embedder.
         """
         rows, seed, continuing = self._start_fit(X)
+        batches_seed, sampling_seed = spawn_seeds(seed, 2)
         inputs = keras.Input((rows.shape[1],))
-        z = GaussianSampling(self.beta, seed=seed + 3)(self.encoder_(inputs))
+        z = GaussianSampling(self.beta, seed=sampling_seed)(self.encoder_(inputs))
         vae = keras.Model(inputs, self.decoder_(z))
         vae.compile(
             optimizer=keras.optimizers.Adam(self.learning_rate),
             loss=summed_reconstruction_loss(self.loss, rows.shape[1]),
         )
-        self._fit_model(vae, rows, rows, seed=seed + 2, continuing=continuing)
+        self._fit_model(vae, rows, rows, seed=batches_seed, continuing=continuing)
         return self
 
     def _posterior(self, rows):
-        mean, log_var = self.encoder_.predict(rows, batch_size=self.batch_size, verbose=0)
-        return np.asarray(mean, dtype=np.float32), np.asarray(log_var, dtype=np.float32)
+        mean, log_var = self._predict(self.encoder_, rows)
+        return mean, log_var
 
     def _embed(self, rows):
         return self._posterior(rows)[0]

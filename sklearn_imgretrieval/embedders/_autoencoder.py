@@ -2,12 +2,14 @@
 
 import keras
 import numpy as np
-from sklearn.base import _fit_context
-from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import KerasEmbedder, positive_int_tuple, seed_from
+from .._sklearn_compat import StrOptions, _fit_context
+from ._base import KerasEmbedder, positive_int_tuple
 from ._networks import build_decoder, build_encoder
+from ._seeding import seed_from, spawn_seeds
+
+__all__ = ["AutoencoderEmbedder"]
 
 _EPS = 1e-7  # keeps log() finite in the cross-entropy score, as Keras clips
 
@@ -36,67 +38,7 @@ def output_activation(rows, loss):
     return "linear"
 
 
-class EncoderDecoderEmbedder(KerasEmbedder):
-    """What the autoencoder and the VAE share: an encoder and a decoder built
-    by ``_networks`` from the same parameters, the start of every fit, and
-    decoding. Subclasses set ``_n_latent_heads`` (the VAE's encoder gives a
-    mean and a log-variance) and train the two networks in ``fit``.
-    """
-
-    _keras_models = ("encoder_", "decoder_")
-    _n_latent_heads = 1
-
-    def _build_models(self, seed):
-        spec = dict(
-            architecture=self.architecture,
-            hidden_units=positive_int_tuple(self.hidden_units, "hidden_units", allow_empty=True),
-            filters=positive_int_tuple(self.filters, "filters"),
-            image_shape=self.image_shape_,
-        )
-        self.encoder_ = build_encoder(
-            self.n_features_in_, self.latent_dim, n_heads=self._n_latent_heads, seed=seed, **spec
-        )
-        self.decoder_ = build_decoder(
-            self.latent_dim,
-            self.n_features_in_,
-            output_activation=self._output_activation,
-            seed=seed + 1,
-            **spec,
-        )
-
-    def _start_fit(self, X):
-        """Validate ``X`` and build the networks unless a warm start continues.
-
-        Returns the float32 rows, the fit's seed and whether it continues.
-        """
-        continuing = self._continues_training()
-        rows = self._validate_input(X, reset=not continuing)
-        self._check_latent_dim(rows.shape[1])
-        check_unit_range(rows, self.loss)
-        seed = seed_from(self.random_state)
-        if not continuing:
-            self._output_activation = output_activation(rows, self.loss)
-            self._build_models(seed)
-        return rows, seed, continuing
-
-    def inverse_transform(self, X):
-        """Decode embeddings back to images, in the layout ``fit`` was given.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, latent_dim)
-            Embeddings, for example from ``transform``.
-
-        Returns
-        -------
-        images : ndarray of float32, shape (n_samples, n_features) or (n_samples, H, W, C)
-            Decoded rows, or images if ``fit`` was given a 4-D array.
-        """
-        check_is_fitted(self, self._keras_models)
-        return self._as_input_layout(self._predict(self.decoder_, self._check_embeddings(X)))
-
-
-class AutoencoderEmbedder(EncoderDecoderEmbedder):
+class AutoencoderEmbedder(KerasEmbedder):
     """Embed images with the bottleneck of an autoencoder trained on them.
 
     The encoder maps each image to ``latent_dim`` numbers and the decoder
@@ -222,6 +164,44 @@ class AutoencoderEmbedder(EncoderDecoderEmbedder):
         self.random_state = random_state
         self.verbose = verbose
 
+    _keras_models = ("encoder_", "decoder_")
+    _n_latent_heads = 1  # the VAE's encoder gives a mean and a log-variance
+
+    def _build_models(self, seed):
+        encoder_seed, decoder_seed = spawn_seeds(seed, 2)
+        spec = dict(
+            architecture=self.architecture,
+            hidden_units=positive_int_tuple(self.hidden_units, "hidden_units", allow_empty=True),
+            filters=positive_int_tuple(self.filters, "filters"),
+            image_shape=self.image_shape_,
+        )
+        self.encoder_ = build_encoder(
+            self.n_features_in_, self.latent_dim, n_heads=self._n_latent_heads, seed=encoder_seed, **spec
+        )
+        self.decoder_ = build_decoder(
+            self.latent_dim,
+            self.n_features_in_,
+            output_activation=self._output_activation,
+            seed=decoder_seed,
+            **spec,
+        )
+
+    def _start_fit(self, X):
+        """Validate ``X`` and build the networks unless a warm start continues.
+
+        Returns the float32 rows, the seed of the training loop and whether
+        the fit continues the previous one.
+        """
+        continuing = self._continues_training()
+        rows = self._validate_input(X, reset=not continuing)
+        self._check_latent_dim(rows.shape[1])
+        check_unit_range(rows, self.loss)
+        build_seed, training_seed = spawn_seeds(seed_from(self.random_state), 2)
+        if not continuing:
+            self._output_activation = output_activation(rows, self.loss)
+            self._build_models(build_seed)
+        return rows, training_seed, continuing
+
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Train the autoencoder on the images ``X``.
@@ -242,7 +222,7 @@ class AutoencoderEmbedder(EncoderDecoderEmbedder):
         inputs = keras.Input((rows.shape[1],))
         autoencoder = keras.Model(inputs, self.decoder_(self.encoder_(inputs)))
         autoencoder.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss=self.loss)
-        self._fit_model(autoencoder, rows, rows, seed=seed + 2, continuing=continuing)
+        self._fit_model(autoencoder, rows, rows, seed=seed, continuing=continuing)
         return self
 
     def _embed(self, rows):
@@ -267,3 +247,19 @@ class AutoencoderEmbedder(EncoderDecoderEmbedder):
         rows = self._validate_input(X, reset=False)
         reconstruction = self._predict(self.decoder_, self._embed(rows))
         return -float(np.mean(reconstruction_loss(rows, reconstruction, self.loss)))
+
+    def inverse_transform(self, X):
+        """Decode embeddings back to images, in the layout ``fit`` was given.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, latent_dim)
+            Embeddings, for example from ``transform``.
+
+        Returns
+        -------
+        images : ndarray of float32, shape (n_samples, n_features) or (n_samples, H, W, C)
+            Decoded rows, or images if ``fit`` was given a 4-D array.
+        """
+        check_is_fitted(self, self._keras_models)
+        return self._as_input_layout(self._predict(self.decoder_, self._check_embeddings(X)))

@@ -9,44 +9,47 @@ the backbone's own pixel scaling, pooling and L2 normalisation. With
 backbone's features.
 """
 
-import contextlib
 import numbers
 import os
-import random
 from dataclasses import dataclass
 
 import keras
 import numpy as np
-from sklearn.base import _fit_context
 from sklearn.preprocessing import LabelEncoder
-from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
-from .._image_shape import check_image_shape, image_shape_of_rows
+from .._image_shape import image_shape_of_rows
+from .._sklearn_compat import Interval, StrOptions, _fit_context
 from . import _lite0
-from ._base import _MAX_SEED, KerasEmbedder, positive_int_tuple, seed_from
+from ._base import KerasEmbedder, positive_int_tuple
+from ._seeding import SeededInitializers, reseed_weights, seed_from, spawn_seeds
+
+__all__ = ["PretrainedCNNEmbedder"]
 
 
 @dataclass(frozen=True)
 class Backbone:
     """How to build one named backbone and feed it pixels."""
 
-    build: object  # (input_shape, weights) -> keras.Model ending in a 4-D feature map
+    build: object  # (input_shape, weights, seed) -> keras.Model ending in a 4-D feature map
     pixels: str  # pixel mode of ImageNetPixels
     input_size: int  # the size it was trained at
     min_size: int  # the smallest input it accepts
 
 
 def _application(constructor_name, **options):
-    def build(input_shape, weights):
+    def build(input_shape, weights, seed):
         constructor = getattr(keras.applications, constructor_name)
-        return constructor(include_top=False, weights=weights, input_shape=input_shape, pooling=None, **options)
+        network = constructor(include_top=False, weights=weights, input_shape=input_shape, pooling=None, **options)
+        if weights is None:  # its layers take no seeds: redraw the random kernels from ours
+            reseed_weights(network, seed)
+        return network
 
     return build
 
 
-def _lite0_build(input_shape, weights):
-    return _lite0.lite0_network(input_shape, weights=weights)
+def _lite0_build(input_shape, weights, seed):
+    return _lite0.lite0_network(input_shape, weights=weights, seed=seed)
 
 
 #: name -> Backbone. Pixel modes follow each family's ``preprocess_input``.
@@ -75,6 +78,7 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
 
+@keras.saving.register_keras_serializable(package="sklearn_imgretrieval")
 class ImageNetPixels(keras.layers.Layer):
     """[0, 1] images with 1 or 3 channels to the pixels a backbone expects.
 
@@ -105,6 +109,7 @@ class ImageNetPixels(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+@keras.saving.register_keras_serializable(package="sklearn_imgretrieval")
 class GeneralizedMeanPooling2D(keras.layers.Layer):
     """Generalised-mean (GeM) pooling: ``mean(x ** p) ** (1 / p)`` per channel.
 
@@ -133,23 +138,6 @@ _POOLING = {
     "max": keras.layers.GlobalMaxPooling2D,
     "gem": GeneralizedMeanPooling2D,
 }
-
-
-@contextlib.contextmanager
-def _python_random_seeded(seed):
-    """Seed Python's ``random`` for the duration, then put its state back.
-
-    Keras layers built without an explicit seed (keras.applications' are)
-    draw their initialiser seeds from Python's ``random``; this makes a
-    randomly initialised backbone a function of ``random_state`` without
-    leaving the user's global state changed.
-    """
-    saved = random.getstate()
-    random.seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(saved)
 
 
 class PretrainedCNNEmbedder(KerasEmbedder):
@@ -302,34 +290,20 @@ class PretrainedCNNEmbedder(KerasEmbedder):
         return ("embedder_", "head_") if self.fine_tune else ("embedder_",)
 
     # -------------------------------------------------------------- input
-    def _validate_input(self, X, *, reset):
-        """float32 rows; a pretrained network takes any image, so any row length works."""
-        four_d = getattr(X, "ndim", None) == 4
-        images = np.asarray(X) if four_d else None
-        rows = images.reshape(images.shape[0], -1) if four_d else X
-        rows = validate_data(self, rows, reset=reset, dtype=np.float32, ensure_min_samples=1)
-        if reset:
-            if four_d:
-                shape = images.shape[1:]
-            else:
-                shape = image_shape_of_rows(rows.shape[1], self.image_shape)
-            if self.image_shape is not None and check_image_shape(self.image_shape) != shape:
-                raise ValueError(
-                    f"image_shape={tuple(self.image_shape)!r} does not match the images "
-                    f"given, of shape {shape}. Leave image_shape=None for 4-D input."
-                )
-            if shape[2] not in (1, 3):
-                raise ValueError(
-                    f"A pretrained CNN takes grayscale (1 channel) or RGB (3 channel) "
-                    f"images; got {shape[2]} channels in images of shape {shape}. Use "
-                    "ImagePreprocessor(color_mode='rgb') to convert them."
-                )
-            self.image_shape_ = shape
-            self._input_ndim = 4 if four_d else 2
-        return rows
+    def _infer_image_shape(self, n_features):
+        # A pretrained network takes any image, so any row length works.
+        return image_shape_of_rows(n_features, self.image_shape)
+
+    def _check_image_shape(self, shape):
+        if shape[2] not in (1, 3):
+            raise ValueError(
+                f"A pretrained CNN takes grayscale (1 channel) or RGB (3 channel) "
+                f"images; got {shape[2]} channels in images of shape {shape}. Use "
+                "ImagePreprocessor(color_mode='rgb') to convert them."
+            )
 
     # ------------------------------------------------------------ network
-    def _backbone_network(self, size, weights):
+    def _backbone_network(self, size, weights, seed):
         """The backbone as a Keras model on (size, size, 3) inputs."""
         input_shape = (size, size, 3)
         if isinstance(self.backbone, keras.Model):
@@ -351,7 +325,7 @@ class PretrainedCNNEmbedder(KerasEmbedder):
                 f"file. Give the path of a Keras weights file for {self.backbone}."
             )
         try:
-            return spec.build(input_shape, weights)
+            return spec.build(input_shape, weights, seed)
         except ValueError as exc:
             if weights in ("imagenet", None):
                 raise
@@ -411,8 +385,8 @@ class PretrainedCNNEmbedder(KerasEmbedder):
         stored weights, so loading never downloads or converts anything.
         """
         size = self._input_size()
-        with _python_random_seeded(seed):
-            network = self._feature_map(self._backbone_network(size, weights))
+        backbone_seed, head_seed = spawn_seeds(seed, 2)
+        network = self._feature_map(self._backbone_network(size, weights, backbone_seed))
         inputs = keras.Input(self.image_shape_, name="images")
         x = inputs
         if self.image_shape_[:2] != (size, size):
@@ -427,19 +401,12 @@ class PretrainedCNNEmbedder(KerasEmbedder):
             x = keras.layers.UnitNormalization(name="l2_normalize")(x)
         self.embedder_ = keras.Model(inputs, x, name="pretrained_embedder")
         if self.fine_tune:
-            hidden_units = positive_int_tuple(self.hidden_units, "hidden_units", allow_empty=True)
-            layer_seeds = np.random.default_rng(seed).integers(_MAX_SEED, size=len(hidden_units) + 1)
+            init = SeededInitializers(head_seed)
             features = keras.Input((self.embedder_.output.shape[-1],), name="features")
             z = features
-            for units, layer_seed in zip(hidden_units, layer_seeds):
-                z = keras.layers.Dense(
-                    units, activation="relu", kernel_initializer=keras.initializers.GlorotUniform(seed=int(layer_seed))
-                )(z)
-            z = keras.layers.Dense(
-                self.latent_dim,
-                kernel_initializer=keras.initializers.GlorotUniform(seed=int(layer_seeds[-1])),
-                name="projection",
-            )(z)
+            for units in positive_int_tuple(self.hidden_units, "hidden_units", allow_empty=True):
+                z = keras.layers.Dense(units, activation="relu", kernel_initializer=init())(z)
+            z = keras.layers.Dense(self.latent_dim, kernel_initializer=init(), name="projection")(z)
             if self.normalize:
                 z = keras.layers.UnitNormalization(name="l2_normalize")(z)
             self.head_ = keras.Model(features, z, name="projection_head")
@@ -467,9 +434,9 @@ class PretrainedCNNEmbedder(KerasEmbedder):
                 "per image, or set fine_tune=False for the backbone's features."
             )
         rows = self._validate_input(X, reset=True)
-        seed = seed_from(self.random_state)
+        build_seed, classifier_seed, training_seed = spawn_seeds(seed_from(self.random_state), 3)
         weights = self.weights if isinstance(self.backbone, str) else None
-        self._build_models(seed, weights=weights)
+        self._build_models(build_seed, weights=weights)
         if not self.fine_tune:
             self.n_features_out_ = int(self.embedder_.output.shape[-1])
             return self
@@ -485,7 +452,7 @@ class PretrainedCNNEmbedder(KerasEmbedder):
                 keras.layers.Dense(
                     len(self.classes_),
                     activation="softmax",
-                    kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1),
+                    kernel_initializer=keras.initializers.GlorotUniform(seed=classifier_seed),
                     name="classifier",
                 ),
             ]
@@ -493,7 +460,7 @@ class PretrainedCNNEmbedder(KerasEmbedder):
         classifier.compile(
             optimizer=keras.optimizers.Adam(self.learning_rate), loss="sparse_categorical_crossentropy"
         )
-        self._fit_model(classifier, features, codes, seed=seed)
+        self._fit_model(classifier, features, codes, seed=training_seed)
         self.n_features_out_ = self.latent_dim
         return self
 
@@ -503,16 +470,6 @@ class PretrainedCNNEmbedder(KerasEmbedder):
     def _embed(self, rows):
         features = self._predict(self.embedder_, self._as_images(rows))
         return self._predict(self.head_, features) if self.fine_tune else features
-
-    def _predict(self, model, x):
-        # Every batch at full size: the backend picks convolution kernels by
-        # batch size, so without padding an image's embedding would change
-        # (by ~1e-7) with the number of images it happens to share a batch with.
-        n_pad = -len(x) % self.batch_size
-        if n_pad:
-            x = np.concatenate([x, np.repeat(x[-1:], n_pad, axis=0)])
-        out = model.predict(x, batch_size=self.batch_size, verbose=self.verbose)
-        return np.asarray(out, dtype=np.float32)[: len(x) - n_pad]
 
     @property
     def _n_features_out(self):
