@@ -29,7 +29,7 @@ from sklearn_imgretrieval import (
     make_retrieval_pipeline,
 )
 from sklearn_imgretrieval.datasets import load_digits_images
-from sklearn_imgretrieval.metrics import evaluate_retrieval
+from sklearn_imgretrieval.evaluation import evaluate_retrieval
 from sklearn_imgretrieval.plotting import plot_retrieval
 
 SMOKE = bool(os.environ.get("SKLEARN_IMGRETRIEVAL_SMOKE"))

@@ -21,7 +21,7 @@ from sklearn.model_selection import GridSearchCV
 
 from sklearn_imgretrieval import AutoencoderEmbedder, ImagePreprocessor, NearestImageRetriever, make_retrieval_pipeline
 from sklearn_imgretrieval.datasets import load_digits_images
-from sklearn_imgretrieval.metrics import make_retrieval_scorer
+from sklearn_imgretrieval.evaluation import make_retrieval_scorer
 
 SMOKE = bool(os.environ.get("SKLEARN_IMGRETRIEVAL_SMOKE"))
 EPOCHS = 1 if SMOKE else 30

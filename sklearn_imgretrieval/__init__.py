@@ -13,9 +13,9 @@ from ._version import __version__
 # public name -> module defining it
 _PUBLIC = {
     "ImagePreprocessor": "sklearn_imgretrieval.preprocessing",
-    "AutoencoderEmbedder": "sklearn_imgretrieval.embedders.autoencoder",
-    "VAEEmbedder": "sklearn_imgretrieval.embedders.vae",
-    "PretrainedCNNEmbedder": "sklearn_imgretrieval.embedders.pretrained",
+    "AutoencoderEmbedder": "sklearn_imgretrieval.embedders",
+    "VAEEmbedder": "sklearn_imgretrieval.embedders",
+    "PretrainedCNNEmbedder": "sklearn_imgretrieval.embedders",
     "NearestImageRetriever": "sklearn_imgretrieval.neighbors",
     "RetrievalPipeline": "sklearn_imgretrieval.pipeline",
     "make_retrieval_pipeline": "sklearn_imgretrieval.pipeline",

@@ -5,6 +5,8 @@ from collections import Counter
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
+__all__ = ["RetrievalPipeline", "make_retrieval_pipeline"]
+
 
 class RetrievalPipeline(Pipeline):
     """A :class:`sklearn.pipeline.Pipeline` with ``kneighbors`` and ``kneighbors_graph``.

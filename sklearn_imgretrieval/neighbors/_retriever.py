@@ -5,12 +5,12 @@ from itertools import chain
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.neighbors import VALID_METRICS, NearestNeighbors
-from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
-from .metrics import _majority_vote, precision_at_k
+from .._sklearn_compat import Interval, StrOptions, _fit_context, validate_data
+from ..metrics import majority_vote, precision_at_k
 
 _SKLEARN_METRICS = frozenset(chain.from_iterable(VALID_METRICS.values()))
 
@@ -281,7 +281,7 @@ class NearestImageRetriever(TransformerMixin, BaseEstimator):
         """
         self._require_labels("predict")
         indices = self.kneighbors(X, return_distance=False)
-        return _majority_vote(self.gallery_labels_[indices])
+        return majority_vote(self.gallery_labels_[indices])
 
     def score(self, X, y):
         """Mean precision@``n_neighbors`` of the queries ``X`` labelled ``y``.
