@@ -1,0 +1,49 @@
+"""The ``imgretrieval`` command: one module per subcommand.
+
+Only argparse and the package's light modules are imported at start-up;
+Keras (and so TensorFlow) is imported when a command needs an embedder, so
+``imgretrieval --help`` answers at once. Each subcommand module has
+``add_parser(commands, formatter)`` and ``run(args)``; the commands call
+library functions and orchestrate nothing of their own.
+"""
+
+import argparse
+import os
+import sys
+
+from .._version import __version__
+from . import demo, evaluate, index, query
+from ._common import UsageError
+
+__all__ = ["build_parser", "main"]
+
+_COMMANDS = (demo, index, query, evaluate)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="imgretrieval",
+        description="Content-based image retrieval with scikit-learn estimators.",
+        epilog="Try first: imgretrieval demo",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in _COMMANDS:
+        command.add_parser(commands, argparse.RawDescriptionHelpFormatter)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except UsageError as exc:
+        print(f"imgretrieval: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError, ImportError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"imgretrieval: error: {message}", file=sys.stderr)
+        return 2
+    return 0
