@@ -27,13 +27,17 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from _common import best_time  # noqa: E402
+from _common import best_time
 
 EMBEDDERS = {
     "PCA-64": "PCA(n_components=64, random_state=0)",
     "dense AE 256-128-64": "AutoencoderEmbedder(latent_dim=64, hidden_units=(256, 128), random_state=0)",
-    "conv AE 32-64, dense 64": "AutoencoderEmbedder(architecture='conv', latent_dim=64, hidden_units=(), random_state=0)",
-    "conv VAE 32-64-256, latent 32": "VAEEmbedder(latent_dim=32, architecture='conv', hidden_units=(256,), random_state=0)",
+    "conv AE 32-64, dense 64": (
+        "AutoencoderEmbedder(architecture='conv', latent_dim=64, hidden_units=(), random_state=0)"
+    ),
+    "conv VAE 32-64-256, latent 32": (
+        "VAEEmbedder(latent_dim=32, architecture='conv', hidden_units=(256,), random_state=0)"
+    ),
     "conv VAE 32-64-256, latent 32, beta 0.5": (
         "VAEEmbedder(latent_dim=32, beta=0.5, architecture='conv', hidden_units=(256,), random_state=0)"
     ),
@@ -76,7 +80,6 @@ def _retrieval(zg, yg, zq, yq):
     return scores
 
 
-
 def _direct_training_model(embedder, n_features):
     """The embedder's network, freshly built and compiled as a user of Keras would."""
     import keras
@@ -101,7 +104,6 @@ def _direct_training_model(embedder, n_features):
 
 def worker(name, epochs, quick):
     """Fit and measure one embedder; print one JSON line."""
-    import numpy as np
     from sklearn.base import clone
     from sklearn.decomposition import PCA  # noqa: F401 (used by eval of EMBEDDERS)
 
@@ -132,10 +134,13 @@ def worker(name, epochs, quick):
         short = clone(estimator).set_params(epochs=2, early_stopping=False)
         ours = best_time(lambda: short.fit(xg), repeats=1) / 2
         model = _direct_training_model(estimator, xg.shape[1])
-        direct = best_time(
-            lambda: model.fit(xg, xg, batch_size=estimator.batch_size, epochs=2, validation_split=0.1, verbose=0),
-            repeats=1,
-        ) / 2
+        direct = (
+            best_time(
+                lambda: model.fit(xg, xg, batch_size=estimator.batch_size, epochs=2, validation_split=0.1, verbose=0),
+                repeats=1,
+            )
+            / 2
+        )
         encoder = estimator.encoder_
         direct_predict = best_time(lambda: encoder.predict(xq, batch_size=estimator.batch_size, verbose=0))
         result.update(

@@ -36,8 +36,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-from _common import PHOTOS, best_time, load_photos, random_resized_crop  # noqa: E402
+import numpy as np
+from _common import PHOTOS, best_time, load_photos, random_resized_crop
 
 
 # ------------------------------------------------------------- throughput
@@ -55,12 +55,17 @@ def throughput(quick):
         for _ in range(3):  # alternate so that a busy moment hits both
             ours = min(ours, best_time(lambda: embedder.transform(images), 1))
             predict = min(predict, best_time(lambda: model.predict(images, batch_size=32, verbose=0), 1))
-        rows.append(f"| {backbone} ({weights or 'random'} weights) | {n / ours:.1f} | {n / predict:.1f} | {predict / ours:.2f} |")
+        rows.append(
+            f"| {backbone} ({weights or 'random'} weights) | {n / ours:.1f} | {n / predict:.1f} "
+            f"| {predict / ours:.2f} |"
+        )
     print(f"{n} images of 224x224x3, batch_size=32, best of 3\n")
     print("\n".join(rows))
     memory = subprocess.run(
         [sys.executable, __file__, "--memory-worker"] + (["--quick"] if quick else []),
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     result = json.loads(memory.stdout.strip().splitlines()[-1])
     print(
@@ -114,7 +119,12 @@ def _gallery(crops_per_photo, rng):
 def duplicates(quick):
     from sklearn.decomposition import PCA
 
-    from sklearn_imgretrieval import ImagePreprocessor, NearestImageRetriever, PretrainedCNNEmbedder, make_retrieval_pipeline
+    from sklearn_imgretrieval import (
+        ImagePreprocessor,
+        NearestImageRetriever,
+        PretrainedCNNEmbedder,
+        make_retrieval_pipeline,
+    )
     from sklearn_imgretrieval.metrics import mean_average_precision
 
     rng = np.random.default_rng(0)
@@ -171,10 +181,15 @@ def fashion(quick):
         started = time.perf_counter()
         embedder = PretrainedCNNEmbedder(input_size=size, batch_size=64).fit(xg[:2])
         score = scores(embedder.transform(xg[:n_sub]), yg[:n_sub], embedder.transform(xq))
-        print(f"| efficientnet_lite0, input {size} | first {n_sub} training images | {score} | {time.perf_counter() - started:.0f} |")
+        print(
+            f"| efficientnet_lite0, input {size} | first {n_sub} training images | {score} "
+            f"| {time.perf_counter() - started:.0f} |"
+        )
     n_full = 3000 if quick else len(xg)
     started = time.perf_counter()
-    tuned = PretrainedCNNEmbedder(input_size=112, batch_size=64, fine_tune=True, latent_dim=128, epochs=30, random_state=0)
+    tuned = PretrainedCNNEmbedder(
+        input_size=112, batch_size=64, fine_tune=True, latent_dim=128, epochs=30, random_state=0
+    )
     tuned.fit(xg[:n_full], yg[:n_full])
     score = scores(tuned.transform(xg[:n_full]), yg[:n_full], tuned.transform(xq))
     print(

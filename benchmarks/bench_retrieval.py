@@ -39,7 +39,6 @@ def _pipeline(embedding, metric):
     return make_retrieval_pipeline(*steps, NearestImageRetriever(n_neighbors=100, metric=metric))
 
 
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="5,000 gallery and 1,000 query images")

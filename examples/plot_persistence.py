@@ -60,7 +60,9 @@ print("neighbours in this process:\n", indices)
 print("neighbours in a fresh process:\n", loaded_indices)
 print("identical:", np.array_equal(indices, loaded_indices))
 
-fig = plot_retrieval(queries, gallery, loaded_indices, distances, query_labels=labels[1500:1505], gallery_labels=labels[:1500])
+fig = plot_retrieval(
+    queries, gallery, loaded_indices, distances, query_labels=labels[1500:1505], gallery_labels=labels[:1500]
+)
 fig.suptitle("answers of the pipeline loaded in a fresh process", fontsize=10)
 FIGURES.mkdir(parents=True, exist_ok=True)
 fig.savefig(FIGURES / "persistence.png", dpi=100, bbox_inches="tight")

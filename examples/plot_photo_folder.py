@@ -24,7 +24,12 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
-from sklearn_imgretrieval import ImagePreprocessor, NearestImageRetriever, PretrainedCNNEmbedder, make_retrieval_pipeline
+from sklearn_imgretrieval import (
+    ImagePreprocessor,
+    NearestImageRetriever,
+    PretrainedCNNEmbedder,
+    make_retrieval_pipeline,
+)
 from sklearn_imgretrieval.datasets import load_image_folder
 from sklearn_imgretrieval.plotting import plot_retrieval
 

@@ -24,11 +24,7 @@ def check_image_shape(image_shape, *, name="image_shape"):
         dims = tuple(image_shape)
     except TypeError:
         dims = None
-    if (
-        dims is None
-        or len(dims) not in (2, 3)
-        or not all(isinstance(d, numbers.Integral) and d > 0 for d in dims)
-    ):
+    if dims is None or len(dims) not in (2, 3) or not all(isinstance(d, numbers.Integral) and d > 0 for d in dims):
         raise ValueError(
             f"{name} must be a tuple (height, width) or (height, width, channels) "
             f"of positive integers, got {image_shape!r}."

@@ -165,16 +165,13 @@ def load_image_folder(path, extensions=_image_io.IMAGE_EXTENSIONS, recursive=Tru
         raise ValueError(f"{root} is not a folder. Pass the folder that holds the images.")
     suffixes = tuple(ext.lower() for ext in extensions)
     walker = root.rglob("*") if recursive else root.glob("*")
-    files = sorted(
-        p for p in walker if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
-    )
+    files = sorted(p for p in walker if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
     if verify and files:
         reasons, _ = _image_io.map_threads(_is_readable_image, files, n_jobs)
         bad = [(f, r) for f, r in zip(files, reasons) if r is not None]
         if bad:
             warnings.warn(
-                f"Skipped {len(bad)} unreadable image file(s): "
-                + "; ".join(f"{f} ({r})" for f, r in bad),
+                f"Skipped {len(bad)} unreadable image file(s): " + "; ".join(f"{f} ({r})" for f, r in bad),
                 UserWarning,
                 stacklevel=2,
             )
@@ -182,8 +179,7 @@ def load_image_folder(path, extensions=_image_io.IMAGE_EXTENSIONS, recursive=Tru
             files = [f for f in files if f not in bad_set]
     if not files:
         raise ValueError(
-            f"No image files in {root} (extensions {', '.join(suffixes)}). "
-            "Check the path, or pass extensions=."
+            f"No image files in {root} (extensions {', '.join(suffixes)}). Check the path, or pass extensions=."
         )
     folders = [f.relative_to(root).parts[0] if len(f.relative_to(root).parts) > 1 else "" for f in files]
     class_names = sorted(set(folders))

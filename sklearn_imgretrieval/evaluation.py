@@ -101,8 +101,12 @@ def evaluate_retrieval(estimator, X_gallery, y_gallery, X_query, y_query, *, k=1
     n_ranked = min(max(k, map_k, knn_k), len(y_gallery))
     indices = fitted.kneighbors(X_query, n_neighbors=n_ranked, return_distance=False)
     return _scores(
-        y_query, y_gallery[indices], count_relevant(y_query, y_gallery),
-        min(k, n_ranked), min(map_k, n_ranked), min(knn_k, n_ranked),
+        y_query,
+        y_gallery[indices],
+        count_relevant(y_query, y_gallery),
+        min(k, n_ranked),
+        min(map_k, n_ranked),
+        min(knn_k, n_ranked),
     )
 
 

@@ -39,9 +39,7 @@ def _relevance(y_query, neighbor_labels, k):
     n_ranked = neighbor_labels.shape[1]
     k = n_ranked if k is None else k
     if not 1 <= k <= n_ranked:
-        raise ValueError(
-            f"k={k} must be between 1 and the {n_ranked} neighbours ranked per query."
-        )
+        raise ValueError(f"k={k} must be between 1 and the {n_ranked} neighbours ranked per query.")
     return neighbor_labels[:, :k] == y_query[:, None]
 
 
@@ -211,9 +209,7 @@ def ndcg_at_k(y_query, neighbor_labels, k=None, n_relevant=None):
     n_queries, k = relevance.shape
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = relevance @ discounts
-    n_ideal = np.full(n_queries, k) if n_relevant is None else np.minimum(
-        _check_n_relevant(n_relevant, n_queries), k
-    )
+    n_ideal = np.full(n_queries, k) if n_relevant is None else np.minimum(_check_n_relevant(n_relevant, n_queries), k)
     ideal = np.concatenate([[0.0], np.cumsum(discounts)])[n_ideal]
     keep = n_ideal > 0
     if not keep.any():

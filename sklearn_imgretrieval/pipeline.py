@@ -95,9 +95,7 @@ class RetrievalPipeline(Pipeline):
         graph : sparse matrix of shape (n_queries, n_gallery)
             CSR matrix.
         """
-        return self._final_estimator.kneighbors_graph(
-            self._embed(X), n_neighbors=n_neighbors, mode=mode
-        )
+        return self._final_estimator.kneighbors_graph(self._embed(X), n_neighbors=n_neighbors, mode=mode)
 
 
 def _step_names(estimators):
@@ -150,6 +148,4 @@ def make_retrieval_pipeline(*steps, memory=None, verbose=False):
             f"The last step must answer neighbour queries (have kneighbors); got "
             f"{type(steps[-1]).__name__}. End the pipeline with NearestImageRetriever()."
         )
-    return RetrievalPipeline(
-        list(zip(_step_names(steps), steps)), memory=memory, verbose=verbose
-    )
+    return RetrievalPipeline(list(zip(_step_names(steps), steps)), memory=memory, verbose=verbose)

@@ -163,9 +163,7 @@ def plot_embedding(embeddings, labels=None, method="pca", *, random_state=0, ax=
     plt = _pyplot()
     embeddings = np.asarray(embeddings, dtype=np.float64)
     if embeddings.ndim != 2 or len(embeddings) < 2:
-        raise ValueError(
-            f"embeddings must be a 2-D array with at least 2 rows; got shape {embeddings.shape}."
-        )
+        raise ValueError(f"embeddings must be a 2-D array with at least 2 rows; got shape {embeddings.shape}.")
     if method not in ("pca", "tsne"):
         raise ValueError(f'method must be "pca" or "tsne", got {method!r}.')
     if embeddings.shape[1] <= 2:

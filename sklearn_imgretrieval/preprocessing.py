@@ -26,9 +26,7 @@ def _check_size(size):
     except (TypeError, ValueError):
         height = width = None
     if not all(isinstance(d, numbers.Integral) and d > 0 for d in (height, width)):
-        raise ValueError(
-            f"size must be None or a pair (height, width) of positive integers, got {size!r}."
-        )
+        raise ValueError(f"size must be None or a pair (height, width) of positive integers, got {size!r}.")
     return (int(height), int(width))
 
 
@@ -150,9 +148,7 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
             if all(is_image):
                 is_path = [_image_io.is_path(item) for item in items]
                 if any(is_path) and not all(is_path):
-                    raise TypeError(
-                        "X mixes file paths with in-memory images; pass one kind."
-                    )
+                    raise TypeError("X mixes file paths with in-memory images; pass one kind.")
                 return "items", items
             if any(is_image):
                 bad = items[is_image.index(False)]
@@ -178,9 +174,7 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
     @staticmethod
     def _check_image_array(arr):
         if arr.dtype.kind not in "biuf":
-            raise ValueError(
-                f"Image arrays must hold numbers; got dtype {arr.dtype}."
-            )
+            raise ValueError(f"Image arrays must hold numbers; got dtype {arr.dtype}.")
         if arr.ndim == 3:
             arr = arr[..., None]
         if arr.ndim != 4:
@@ -231,9 +225,7 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
         if kind == "array":
             headers = [data.shape[1:3] + (1 if data.shape[3] in (1, 2) else 3,)]
         else:
-            headers, failures = _image_io.map_threads(
-                _image_io.read_header, data, self.n_jobs
-            )
+            headers, failures = _image_io.map_threads(_image_io.read_header, data, self.n_jobs)
             _image_io.raise_for_failures(data, failures, "read")
         if size is None:
             first = headers[0][:2]
@@ -245,9 +237,7 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
                         f"{header[0]}x{header[1]} (height x width). Set "
                         "size=(height, width) to resize every image to one size."
                     )
-        channels = {"grayscale": 1, "rgb": 3}.get(
-            self.color_mode, max(header[2] for header in headers)
-        )
+        channels = {"grayscale": 1, "rgb": 3}.get(self.color_mode, max(header[2] for header in headers))
         height, width = _image_io.output_size(*headers[0][:2], size, self.crop)
         self.image_shape_ = (height, width, channels)
         return self

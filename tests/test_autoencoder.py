@@ -69,7 +69,9 @@ def test_training_improves_the_score(digits):
     short = AutoencoderEmbedder(**{**TINY, "epochs": 1}).fit(images)
     longer = AutoencoderEmbedder(**{**TINY, "epochs": 15, "patience": 15}).fit(images)
     assert longer.score(images) > short.score(images)
-    assert longer.score(images) == pytest.approx(-np.mean((longer.inverse_transform(longer.transform(images)) - images) ** 2), rel=1e-4)
+    assert longer.score(images) == pytest.approx(
+        -np.mean((longer.inverse_transform(longer.transform(images)) - images) ** 2), rel=1e-4
+    )
 
 
 def test_binary_crossentropy_score_matches_the_loss(digits):
@@ -141,7 +143,9 @@ def test_joblib_round_trip_in_a_fresh_process(digits, tmp_path):
     )
     subprocess.run([sys.executable, "-c", script], check=True)
     np.testing.assert_array_equal(np.load(tmp_path / "embeddings.npy"), pipe[:-1].transform(images[200:]))
-    np.testing.assert_array_equal(np.load(tmp_path / "indices.npy"), pipe.kneighbors(images[200:], return_distance=False))
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "indices.npy"), pipe.kneighbors(images[200:], return_distance=False)
+    )
 
 
 def test_grid_search_over_the_pipeline_in_parallel(digits):

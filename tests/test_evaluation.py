@@ -11,6 +11,7 @@ from sklearn_imgretrieval.datasets import load_digits_images
 from sklearn_imgretrieval.evaluation import evaluate_retrieval, make_retrieval_scorer
 from sklearn_imgretrieval.metrics import knn_accuracy, mean_average_precision, ndcg_at_k, precision_at_k, recall_at_k
 
+
 @pytest.fixture(scope="module")
 def digits():
     images, labels = load_digits_images()
@@ -46,14 +47,14 @@ def test_scorer_ranks_the_fold_leave_one_out(digits):
     X, y = X[:300], y[:300]
     pca = PCA(8, random_state=0).fit(X)
     score = make_retrieval_scorer("precision", k=5)(pca, X, y)
-    ind = NearestImageRetriever(n_neighbors=5, metric="cosine").fit(pca.transform(X)).kneighbors(
-        return_distance=False
-    )
+    ind = NearestImageRetriever(n_neighbors=5, metric="cosine").fit(pca.transform(X)).kneighbors(return_distance=False)
     assert score == pytest.approx(precision_at_k(y, y[ind]))
     # a pipeline ending in a retriever uses that retriever's metric
     pipe = make_retrieval_pipeline(PCA(8, random_state=0), NearestImageRetriever(metric="manhattan")).fit(X, y)
-    ind = NearestImageRetriever(n_neighbors=5, metric="manhattan").fit(pipe[:-1].transform(X)).kneighbors(
-        return_distance=False
+    ind = (
+        NearestImageRetriever(n_neighbors=5, metric="manhattan")
+        .fit(pipe[:-1].transform(X))
+        .kneighbors(return_distance=False)
     )
     assert make_retrieval_scorer("map", k=5)(pipe, X, y) == pytest.approx(mean_average_precision(y, y[ind]))
 

@@ -105,7 +105,9 @@ def test_rows_four_d_and_gray_images(lite0, photos):
     gray = photos.mean(axis=3, keepdims=True)
     gray_embedder = PretrainedCNNEmbedder(input_size=64).fit(gray)
     rgb_embedder = PretrainedCNNEmbedder(input_size=64).fit(np.repeat(gray, 3, axis=3))
-    np.testing.assert_allclose(gray_embedder.transform(gray), rgb_embedder.transform(np.repeat(gray, 3, axis=3)), atol=1e-5)
+    np.testing.assert_allclose(
+        gray_embedder.transform(gray), rgb_embedder.transform(np.repeat(gray, 3, axis=3)), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("backbone", ["mobilenet_v3_small", "resnet50", "densenet121"])

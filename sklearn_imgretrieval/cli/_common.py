@@ -122,7 +122,9 @@ def metrics_table(rows):
     The cut-offs come from the keys: on a gallery smaller than 10 or 100
     images, evaluate_retrieval lowers them to the gallery's size.
     """
-    keys = [next(key for key in rows[0][1] if key.startswith(prefix)) for prefix in ("precision@", "map@", "knn_accuracy@")]
+    keys = [
+        next(key for key in rows[0][1] if key.startswith(prefix)) for prefix in ("precision@", "map@", "knn_accuracy@")
+    ]
     titles = [f"P@{keys[0][10:]}", f"mAP@{keys[1][4:]}", f"{keys[2][13:]}-NN acc"]
     header = f"{'embedding':<28} {titles[0]:>7} {titles[1]:>8} {titles[2]:>9} {'seconds':>8}"
     lines = [header, "-" * len(header)]

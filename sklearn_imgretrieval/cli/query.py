@@ -50,9 +50,7 @@ def run(args):
     results = [
         {
             "query": query,
-            "neighbors": [
-                {"path": gallery[i], "distance": float(d)} for i, d in zip(indices[row], distances[row])
-            ],
+            "neighbors": [{"path": gallery[i], "distance": float(d)} for i, d in zip(indices[row], distances[row])],
         }
         for row, query in enumerate(args.images)
     ]

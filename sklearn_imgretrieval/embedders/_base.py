@@ -192,9 +192,7 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             validation_data = (x_val,) if y_val is None else (x_val, y_val)
             if self.early_stopping:
                 callbacks.append(
-                    keras.callbacks.EarlyStopping(
-                        monitor="val_loss", patience=self.patience, restore_best_weights=True
-                    )
+                    keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience, restore_best_weights=True)
                 )
         batches = ShuffledBatches(x_train, y_train, self.batch_size, seed)
         history = model.fit(
@@ -217,9 +215,7 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     def _continues_training(self):
         """True when this fit goes on from the networks of the previous fit."""
-        return bool(getattr(self, "warm_start", False)) and all(
-            hasattr(self, name) for name in self._keras_models
-        )
+        return bool(getattr(self, "warm_start", False)) and all(hasattr(self, name) for name in self._keras_models)
 
     def _predict(self, model, x):
         """``model`` over ``x`` batch by batch, into one preallocated float32 output.

@@ -97,8 +97,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
         raise pickle.UnpicklingError(
-            f"{module}.{name} is not allowed in a weight file; only tensors and "
-            "ordered dicts are read."
+            f"{module}.{name} is not allowed in a weight file; only tensors and ordered dicts are read."
         )
 
     def persistent_load(self, pid):
@@ -205,9 +204,9 @@ def build_lite0(input_shape=(224, 224, 3), *, include_top=False, seed=0):
         for repeat in range(repeats):
             x = _mbconv(x, init, index, channels, kernel, stride if repeat == 0 else 1, expansion, out_channels)
             index, channels = index + 1, out_channels
-    x = keras.layers.Conv2D(
-        HEAD_FILTERS, 1, use_bias=False, kernel_initializer=init(), name=_keras_name("_conv_head")
-    )(x)
+    x = keras.layers.Conv2D(HEAD_FILTERS, 1, use_bias=False, kernel_initializer=init(), name=_keras_name("_conv_head"))(
+        x
+    )
     x = keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=_keras_name("_bn1"))(x)
     x = keras.layers.ReLU(6.0, name=FEATURE_LAYER)(x)
     if include_top:

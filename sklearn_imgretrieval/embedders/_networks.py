@@ -51,9 +51,7 @@ def build_encoder(
     if architecture == "conv":
         x = layers.Reshape(tuple(image_shape))(x)
         for f in filters:
-            x = layers.Conv2D(
-                f, 3, strides=2, padding="same", activation="relu", kernel_initializer=init()
-            )(x)
+            x = layers.Conv2D(f, 3, strides=2, padding="same", activation="relu", kernel_initializer=init())(x)
         x = layers.Flatten()(x)
     for units in hidden_units:
         x = _dense(units, init, "relu")(x)

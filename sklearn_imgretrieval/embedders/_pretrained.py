@@ -354,8 +354,7 @@ class PretrainedCNNEmbedder(KerasEmbedder):
         minimum = BACKBONES[self.backbone].min_size if isinstance(self.backbone, str) else 1
         if size < minimum:
             raise ValueError(
-                f"input_size={size} is smaller than backbone {self.backbone!r} allows; "
-                f"use input_size >= {minimum}."
+                f"input_size={size} is smaller than backbone {self.backbone!r} allows; use input_size >= {minimum}."
             )
         return size
 
@@ -457,9 +456,7 @@ class PretrainedCNNEmbedder(KerasEmbedder):
                 ),
             ]
         )
-        classifier.compile(
-            optimizer=keras.optimizers.Adam(self.learning_rate), loss="sparse_categorical_crossentropy"
-        )
+        classifier.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="sparse_categorical_crossentropy")
         self._fit_model(classifier, features, codes, seed=training_seed)
         self.n_features_out_ = self.latent_dim
         return self

@@ -224,16 +224,12 @@ class NearestImageRetriever(TransformerMixin, BaseEstimator):
             CSR matrix with ``n_neighbors`` entries per row.
         """
         if mode not in ("connectivity", "distance"):
-            raise ValueError(
-                f'mode must be "connectivity" or "distance", got {mode!r}.'
-            )
+            raise ValueError(f'mode must be "connectivity" or "distance", got {mode!r}.')
         distances, indices = self.kneighbors(X, n_neighbors, return_distance=True)
         n_queries, k = indices.shape
         values = np.ones(n_queries * k) if mode == "connectivity" else distances.ravel()
         indptr = np.arange(0, n_queries * k + 1, k)
-        return sp.csr_matrix(
-            (values, indices.ravel(), indptr), shape=(n_queries, self.n_samples_fit_)
-        )
+        return sp.csr_matrix((values, indices.ravel(), indptr), shape=(n_queries, self.n_samples_fit_))
 
     def transform(self, X):
         """k-NN graph of ``X`` against the gallery, as ``KNeighborsTransformer`` gives it.
