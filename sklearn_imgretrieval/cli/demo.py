@@ -1,11 +1,10 @@
 """``imgretrieval demo``: retrieval on bundled images, offline, with a picture."""
 
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from ._common import evaluate, labelled_dataset, metrics_table
+from ._common import check_figure_path, evaluate, labelled_dataset, metrics_table, positive_int, save_figure
 
 
 def add_parser(commands, formatter):
@@ -18,7 +17,7 @@ def add_parser(commands, formatter):
         formatter_class=formatter,
     )
     demo.add_argument("--out", default="imgretrieval-demo.png", help="PNG written (default: %(default)s)")
-    demo.add_argument("--epochs", type=int, default=30, help="autoencoder epochs (default: %(default)s)")
+    demo.add_argument("--epochs", type=positive_int, default=30, help="autoencoder epochs (default: %(default)s)")
     demo.set_defaults(run=run)
 
 
@@ -28,6 +27,7 @@ def run(args):
     from .. import AutoencoderEmbedder, ImagePreprocessor, NearestImageRetriever, make_retrieval_pipeline
     from ..plotting import plot_retrieval
 
+    check_figure_path(args.out)
     Xg, yg, Xq, yq, size = labelled_dataset("digits")
     data = (Xg, yg, Xq, yq)
     print(f"digits: {len(Xg)} gallery images, {len(Xq)} queries, resized to {size[0]}x{size[1]}", file=sys.stderr)
@@ -44,6 +44,5 @@ def run(args):
     distances, indices = pipe.kneighbors(Xq[shown])
     fig = plot_retrieval(Xq[shown], Xg, indices, distances, query_labels=yq[shown], gallery_labels=yg)
     fig.suptitle("digits: queries (left) and their conv-autoencoder neighbours", fontsize=10)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=100, bbox_inches="tight")
+    save_figure(fig, args.out)
     print(f"wrote {args.out}")
