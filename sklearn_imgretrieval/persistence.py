@@ -21,6 +21,8 @@ import os
 import zipfile
 from pathlib import Path
 
+import numpy as np
+
 from ._files import atomic_write, check_output_path
 from ._version import __version__
 
@@ -53,7 +55,7 @@ def _code_parameters(obj):
     found, seen, pending = [], set(), [obj]
     while pending:
         item = pending.pop()
-        if id(item) in seen:
+        if id(item) in seen or isinstance(item, (str, bytes, int, float, np.ndarray)):
             continue
         seen.add(id(item))
         if isinstance(item, dict):
@@ -171,7 +173,7 @@ def _damaged(path, exc):
     )
 
 
-def read_header(path):
+def _read_header(path):
     """The checked header of a file written by ``save``; refuses anything else.
 
     Reads only the zip directory and the header member, so a pickle, a
@@ -319,7 +321,7 @@ def load(path, trusted=None):
     >>> np.array_equal(load(path).components_, pca.components_)
     True
     """
-    header = read_header(path)
+    header = _read_header(path)
     names = _type_names(trusted)
     import skops.io
 
