@@ -239,21 +239,22 @@ def test_an_old_pickled_index_is_converted_when_trusted(photos, index_file, tmp_
     assert status == 0 and json.loads(out)[0]["neighbors"][0]["path"] == str(query)
 
 
-def _stalled_index(photos, output, extra=""):
+def _stalled_index(photos, output):
     """An `index` run whose write stops half-way until it is signalled (stdout says when)."""
     code = textwrap.dedent(
         f"""
-        import sys, time
-        import skops.io
+        import sys, time, types
 
         def stalled_dump(obj, file):
             file.write(b"PK\\x03\\x04" + bytes(4096))  # the start of a new index
             file.flush()
             print("writing", flush=True)
-            {extra}
             time.sleep(600)
 
+        # save() writes through skops.io.dump: a stand-in that stalls half-way (and imports nothing)
+        skops, skops.io = types.ModuleType("skops"), types.ModuleType("skops.io")
         skops.io.dump = stalled_dump
+        sys.modules.update({{"skops": skops, "skops.io": skops.io}})
         from sklearn_imgretrieval.cli import main
         sys.exit(main(["index", {str(photos)!r}, "-o", {str(output)!r}, "--embedder", "pca", "--size", "24", "24"]))
         """

@@ -112,7 +112,10 @@ def test_every_kind_of_estimator_round_trips_bit_identically(fitted, saved, name
 
 
 def test_round_trip_in_a_fresh_process(fitted, saved, tmp_path):
-    for name, (estimator, X) in fitted.items():
+    # Lite0 is left to test_cli's lite0 index, queried in another process: building it twice more is slow.
+    names = [name for name in fitted if not name.startswith("lite0")]
+    for name in names:
+        estimator, X = fitted[name]
         np.save(tmp_path / f"{name}.queries.npy", X)
         np.save(tmp_path / f"{name}.expected.npy", _answers(estimator, X))
     code = textwrap.dedent(
@@ -123,14 +126,14 @@ def test_round_trip_in_a_fresh_process(fitted, saved, tmp_path):
         sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
         from test_persistence import _answers
         out = pathlib.Path({str(tmp_path)!r})
-        for path in sorted(pathlib.Path({str(saved)!r}).glob("*.skops")):
-            X = np.load(out / f"{{path.stem}}.queries.npy")
-            np.save(out / f"{{path.stem}}.loaded.npy", _answers(load(path), X))
+        for name in {names!r}:
+            X = np.load(out / f"{{name}}.queries.npy")
+            np.save(out / f"{{name}}.loaded.npy", _answers(load(pathlib.Path({str(saved)!r}) / f"{{name}}.skops"), X))
         """
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    for name in fitted:
+    for name in names:
         np.testing.assert_array_equal(
             np.load(tmp_path / f"{name}.loaded.npy"), np.load(tmp_path / f"{name}.expected.npy"), err_msg=name
         )
