@@ -33,10 +33,18 @@ def all_estimators():
     return found
 
 
+#: Every search algorithm of the retriever goes through the checks.
+RETRIEVER_ALGORITHMS = ("auto", "brute", "kd_tree", "ball_tree", "flat", "ivf", "hnsw", "ivfpq")
+
+
 def _instances():
     for cls in all_estimators():
         if cls.__name__ == "RetrievalPipeline":
             continue  # a meta-estimator; tested through the pipelines in test_pipeline.py
+        if cls.__name__ == "NearestImageRetriever":
+            for algorithm in RETRIEVER_ALGORITHMS:
+                yield cls(algorithm=algorithm, random_state=0)
+            continue
         yield cls(**CHECK_PARAMS.get(cls.__name__, {}))
 
 
