@@ -35,7 +35,7 @@ def build_parser():
 
 def main(argv=None):
     """Run the command line; returns the exit status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines are noise here
     args = build_parser().parse_args(argv)
     try:
         args.run(args)

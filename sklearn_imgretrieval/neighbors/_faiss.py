@@ -115,7 +115,7 @@ class FaissIndex(SearchIndex):
         if self.metric == "euclidean":
             return np.sqrt(np.maximum(raw, 0, out=raw), out=raw)
         if self.metric == "cosine":
-            return 1.0 - raw
+            return np.clip(1.0 - raw, 0.0, 2.0, out=raw)  # rounding must not give -0.0000
         if self.metric == "inner_product":
             return -raw
         return raw  # sqeuclidean, hamming
