@@ -400,6 +400,50 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         self.n_samples_fit_ = self.index_.n_samples
         return self
 
+    def remove(self, indices):
+        """Forget gallery items, as when their images were deleted.
+
+        Later items move down to fill the gaps, as in a list: after removing
+        item 3, item 4 becomes 3. Their labels go with them. Flat indexes
+        remove rows in place; the other structures are rebuilt from the rows
+        kept, without retraining (IVF cells and PQ codebooks stay).
+
+        Parameters
+        ----------
+        indices : array-like of int
+            Gallery indices to remove, each in ``[0, n_samples_fit_)``.
+
+        Returns
+        -------
+        self : NearestImageRetriever
+            The retriever without those items.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_imgretrieval import NearestImageRetriever
+        >>> retriever = NearestImageRetriever(n_neighbors=1).fit([[0.0], [1.0], [2.0]], ["a", "b", "c"])
+        >>> retriever.remove([1]).gallery_labels_
+        array(['a', 'c'], dtype='<U1')
+        >>> retriever.kneighbors([[1.9]])[1]
+        array([[1]])
+        """
+        check_is_fitted(self)
+        indices = np.unique(np.asarray(indices, dtype=np.int64).ravel())
+        if len(indices) and (indices[0] < 0 or indices[-1] >= self.n_samples_fit_):
+            raise ValueError(
+                f"Gallery indices must be in [0, {self.n_samples_fit_}); got {indices[0]} to {indices[-1]}."
+            )
+        if len(indices) == 0:
+            return self
+        if self.metric == "precomputed":
+            raise ValueError("A precomputed distance matrix cannot lose rows; fit on the smaller matrix instead.")
+        self.index_.remove(indices)
+        if self.gallery_labels_ is not None:
+            self.gallery_labels_ = np.delete(self.gallery_labels_, indices)
+        self.n_samples_fit_ = self.index_.n_samples
+        return self
+
     # -------------------------------------------------------------- search
     def _check_n_neighbors(self, n_neighbors, leave_one_out, *, asked=None):
         if n_neighbors is None:
