@@ -343,6 +343,10 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
             dtype=object,
         )
 
+    #: Fitting learns only the output shape, so any sample of the images fits it
+    #: the same way: ``RetrievalPipeline.partial_fit`` may fit it on its first chunk.
+    _fitted_from_any_sample = True
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]

@@ -151,3 +151,81 @@ def test_wrong_number_of_features_at_query(gallery):
     retriever = NearestImageRetriever().fit(X)
     with pytest.raises(ValueError, match="features"):
         retriever.kneighbors(np.ones((2, 3)))
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"algorithm": "annoy"}, "algorithm"),
+        ({"n_probe": 0}, "n_probe"),
+        ({"refine": "pq"}, "refine"),
+        ({"algorithm": "kd_tree", "metric": "cosine"}, r"cannot search with metric='cosine'.*'brute'.*'flat'"),
+        ({"algorithm": "brute", "metric": "hamming"}, r"cannot search with metric='hamming'.*'flat', 'ivf', 'hnsw'"),
+        ({"algorithm": "ivfpq", "metric": "manhattan"}, r"cannot search with metric='manhattan'.*'brute'"),
+        ({"algorithm": "ivf", "n_cells": 100}, r"n_cells=100 k-means cells cannot be trained on 60 rows"),
+        ({"algorithm": "ivf", "n_cells": 4, "n_probe": 8}, r"n_probe=8 is larger than n_cells=4"),
+        ({"algorithm": "ivfpq", "pq_m": 3}, r"pq_m=3 must divide the number of features, 5"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_is_built(gallery, params, message):
+    X, _ = gallery
+    retriever = NearestImageRetriever(**params)
+    with pytest.raises(ValueError, match=message):
+        retriever.fit(X)
+    assert not hasattr(retriever, "index_")
+
+
+def test_bad_rows_are_refused_and_a_failed_partial_fit_changes_nothing(gallery):
+    X, y = gallery
+    retriever = NearestImageRetriever(n_neighbors=3, algorithm="ivf", random_state=0).fit(X[:40], y[:40])
+    before = retriever.kneighbors(X[40:], return_distance=False)
+    with pytest.raises(ValueError, match="5 features"):
+        retriever.partial_fit(np.ones((3, 4)), [0, 1, 2])
+    nan_rows = X[40:43].copy()
+    nan_rows[1, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        retriever.partial_fit(nan_rows, y[40:43])
+    with pytest.raises(ValueError, match="fitted with labels"):
+        retriever.partial_fit(X[40:43])
+    with pytest.raises(ValueError, match="text but the gallery's are number"):
+        retriever.partial_fit(X[40:43], ["a", "b", "c"])
+    assert retriever.n_samples_fit_ == 40 and len(retriever.gallery_labels_) == 40
+    np.testing.assert_array_equal(retriever.kneighbors(X[40:], return_distance=False), before)
+    with pytest.raises(ValueError, match="infinity|NaN"):
+        retriever.kneighbors(np.full((1, 5), np.inf))
+    with pytest.raises(ValueError, match="uint8 rows"):
+        NearestImageRetriever(metric="hamming").fit(X)
+
+
+def test_labels_must_be_complete_and_of_one_type(gallery):
+    X, y = gallery
+    with pytest.raises(ValueError, match="contain None"):
+        NearestImageRetriever().fit(X[:3], np.array([1, None, 2], dtype=object))
+    with pytest.raises(ValueError, match="contains? NaN"):
+        NearestImageRetriever().fit(X[:3], [1.0, np.nan, 2.0])
+    retriever = NearestImageRetriever(n_neighbors=3).fit(X, [str(label) for label in y])
+    with pytest.raises(ValueError, match="query labels are number but the gallery's are text"):
+        retriever.score(X[:5], y[:5])
+    assert retriever.score(X[:5], [str(label) for label in y[:5]]) > 0
+
+
+def test_a_callable_metric_returning_nan_is_an_error(gallery):
+    X, _ = gallery
+    retriever = NearestImageRetriever(n_neighbors=2, metric=lambda a, b: np.nan).fit(X[:10])
+    with pytest.raises(ValueError, match="returned NaN or infinite distances"):
+        retriever.kneighbors(X[:2])
+
+
+def test_transform_names_the_extra_neighbour(gallery):
+    X, _ = gallery
+    retriever = NearestImageRetriever(n_neighbors=10).fit(X[:10])
+    with pytest.raises(ValueError, match=r"n_neighbors \+ 1 = 11 neighbours per row"):
+        retriever.transform(X[:2])
+    assert NearestImageRetriever(n_neighbors=10, mode="connectivity").fit(X[:10]).transform(X[:2]).nnz == 20
+
+
+def test_feature_names_out_name_the_gallery_columns(gallery):
+    X, _ = gallery
+    retriever = NearestImageRetriever().fit(X[:4])
+    assert retriever.get_feature_names_out().tolist() == [f"nearestimageretriever{i}" for i in range(4)]

@@ -40,7 +40,7 @@ def main(argv=None):
     failing file) and status 2; Ctrl-C with one line saying what was
     written, and status 130. Neither shows a traceback.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines are noise here
     args = build_parser().parse_args(argv)
     _common.written.clear()
     try:

@@ -308,6 +308,11 @@ class PretrainedCNNEmbedder(KerasEmbedder):
     def _keras_models(self):
         return ("embedder_", "head_") if self.fine_tune else ("embedder_",)
 
+    @property
+    def _fitted_from_any_sample(self):
+        # Without fine-tuning, fit only builds the network for the images' shape.
+        return not self.fine_tune
+
     # -------------------------------------------------------------- input
     def _infer_image_shape(self, n_features):
         # A pretrained network takes any image, so any row length works.

@@ -1,78 +1,158 @@
-"""NearestImageRetriever: k-nearest-neighbour search over a gallery of embeddings."""
+"""NearestImageRetriever: nearest-neighbour search over a gallery of embeddings."""
 
 import numbers
 from itertools import chain
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.neighbors import VALID_METRICS, NearestNeighbors
-from sklearn.utils.validation import check_is_fitted
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.neighbors import VALID_METRICS
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from .._sklearn_compat import Interval, StrOptions, _fit_context, validate_data
 from ..metrics import majority_vote, precision_at_k
+from ._exact import ScikitLearnIndex
+from ._faiss import BINARY_METRICS, FAISS_INDEXES, FLOAT_METRICS
 
-_SKLEARN_METRICS = frozenset(chain.from_iterable(VALID_METRICS.values()))
+__all__ = ["NearestImageRetriever"]
 
-
-def _exact_index(*, n_neighbors, algorithm, metric, metric_params, n_jobs):
-    """scikit-learn's exact search; its brute force computes distances in chunks
-    of ``sklearn.set_config(working_memory=...)`` so no query x gallery matrix
-    is ever held whole."""
-    return NearestNeighbors(
-        n_neighbors=n_neighbors,
-        algorithm=algorithm,
-        metric=metric,
-        metric_params=metric_params,
-        n_jobs=n_jobs,
-    )
-
-
-# ``algorithm`` value -> factory of an unfitted index with ``fit(X)`` and
-# ``kneighbors(X, n_neighbors, return_distance)`` (X=None leaving each gallery
-# item out of its own list). Approximate backends join here, one module each.
-_INDEX_FACTORIES = {
-    "auto": _exact_index,
-    "brute": _exact_index,
-    "kd_tree": _exact_index,
-    "ball_tree": _exact_index,
+_SKLEARN_ALGORITHMS = ("auto", "brute", "kd_tree", "ball_tree")
+# "hamming" here means bits of packed codes, which only FAISS's binary indexes serve.
+_SKLEARN_METRICS = {
+    "auto": frozenset(chain.from_iterable(VALID_METRICS.values())) - BINARY_METRICS,
+    "brute": frozenset(VALID_METRICS["brute"]) - BINARY_METRICS,
+    "kd_tree": frozenset(VALID_METRICS["kd_tree"]) - BINARY_METRICS,
+    "ball_tree": frozenset(VALID_METRICS["ball_tree"]) - BINARY_METRICS,
 }
+_ALL_METRICS = _SKLEARN_METRICS["auto"] | FLOAT_METRICS | BINARY_METRICS
+_LEAVE_ONE_OUT_CHUNK = 8192  # gallery rows re-queried at a time by kneighbors(X=None)
 
 
-class NearestImageRetriever(TransformerMixin, BaseEstimator):
-    """Index a gallery of embeddings and answer k-nearest-neighbour queries.
+def _serves(algorithm, metric):
+    """Whether ``algorithm`` can search with ``metric``."""
+    if algorithm in FAISS_INDEXES:
+        return metric in FAISS_INDEXES[algorithm].metrics
+    return callable(metric) or metric in _SKLEARN_METRICS[algorithm] or metric == "precomputed"
+
+
+def _label_kind(labels):
+    """ "text" or "number", for telling query and gallery labels apart."""
+    kind = labels.dtype.kind
+    if kind == "O" and len(labels):
+        kinds = {"text" if isinstance(v, (str, bytes)) else "number" for v in labels}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+    return "text" if kind in "USO" else "number"
+
+
+def _check_labels(y, what):
+    """Labels as a 1-D array with no missing values."""
+    y = column_or_1d(y, warn=True)
+    if y.dtype.kind == "O" and any(v is None for v in y):
+        raise ValueError(f"{what} contain None; every item needs a label. Drop unlabelled items or give them one.")
+    if y.dtype.kind == "f" and np.isnan(y).any():
+        raise ValueError(f"{what} contain NaN; every item needs a label. Drop unlabelled items or give them one.")
+    if _label_kind(y) == "mixed":
+        raise ValueError(f"{what} mix text and numbers; use one type for every label.")
+    return y
+
+
+class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Index a gallery of embeddings and answer nearest-neighbour queries, exactly or approximately.
 
     The last step of a retrieval pipeline. It follows
     :class:`sklearn.neighbors.KNeighborsTransformer`: ``kneighbors`` returns
-    distances and gallery indices, ``transform`` a sparse k-NN graph that
-    feeds ``DBSCAN``, ``Isomap`` or ``TSNE`` with ``metric="precomputed"``.
-    When fitted with labels it also predicts (majority label of the
-    neighbours) and scores (precision@k), so ``GridSearchCV`` needs no custom
-    scorer.
+    distances and gallery indices, ``radius_neighbors`` everything within a
+    distance, ``transform`` a sparse k-NN graph that feeds ``DBSCAN``,
+    ``Isomap`` or ``TSNE`` with ``metric="precomputed"``. When fitted with
+    labels it also predicts (majority label of the neighbours) and scores
+    (precision@k), so ``GridSearchCV`` needs no custom scorer.
+    ``partial_fit`` adds images to the gallery without rebuilding the index.
+
+    Search runs on scikit-learn (exact, any metric) or on FAISS (exact
+    ``"flat"`` and the approximate ``"ivf"``, ``"hnsw"`` and ``"ivfpq"``).
+    ``algorithm="auto"`` takes FAISS's exact search for the metrics it
+    serves (several times faster than scikit-learn's brute force) and
+    scikit-learn's otherwise. See the "Choosing an index" page of the
+    documentation for measured speed and recall.
 
     Parameters
     ----------
     n_neighbors : int, default=5
         Number of neighbours returned for each query.
+    radius : float, default=1.0
+        Distance within which ``radius_neighbors`` returns neighbours by
+        default.
     metric : str or callable, default="euclidean"
-        Distance between embeddings: ``"euclidean"``, ``"cosine"``,
-        ``"manhattan"`` or any metric :class:`sklearn.neighbors.NearestNeighbors`
-        accepts.
-    algorithm : {"auto", "brute", "kd_tree", "ball_tree"}, default="auto"
-        Search algorithm; all of them are exact.
+        Distance between embeddings. On FAISS: ``"euclidean"``,
+        ``"sqeuclidean"``, ``"cosine"`` (``1 - cosine similarity``),
+        ``"inner_product"`` (returned as ``-<x, y>``, so that the nearest
+        comes first) and ``"hamming"``: the number of differing bits
+        between packed binary codes, uint8 rows as ``np.packbits`` or
+        :class:`~sklearn_imgretrieval.ImageHasher` give them. On
+        scikit-learn: any metric :class:`sklearn.neighbors.NearestNeighbors`
+        accepts (``"manhattan"``, ``"chebyshev"``, a callable,
+        ``"precomputed"``...), except ``"hamming"``.
+    algorithm : {"auto", "brute", "kd_tree", "ball_tree", "flat", "ivf", "hnsw", "ivfpq"}, default="auto"
+        Search structure. Exact: ``"auto"`` (FAISS ``"flat"`` for the
+        metrics it serves, else scikit-learn), scikit-learn's ``"brute"``,
+        ``"kd_tree"``, ``"ball_tree"``, and FAISS's ``"flat"``. Approximate,
+        on FAISS: ``"ivf"`` (k-means cells, ``n_probe`` of them scanned per
+        query), ``"hnsw"`` (a navigable graph) and ``"ivfpq"`` (IVF with
+        compressed product-quantized codes, re-ranked by ``refine``).
     mode : {"distance", "connectivity"}, default="distance"
         Values stored in the graph that ``transform`` returns.
+    n_cells : int or "auto", default="auto"
+        ``"ivf"`` and ``"ivfpq"``: number of k-means cells. ``"auto"`` is about
+        ``4 * sqrt(n_gallery)`` with at least 39 rows per cell (FAISS's
+        minimum for training), taken from the rows of the first fit.
+    n_probe : int, default=16
+        ``"ivf"`` and ``"ivfpq"``: cells scanned per query (at most
+        ``n_cells``). Larger is slower and more accurate; it can change
+        after fitting, so it is the knob to tune with ``GridSearchCV``.
+    hnsw_m : int, default=32
+        ``"hnsw"``: links per node of the graph (FAISS's ``M``).
+    ef_construction : int, default=40
+        ``"hnsw"``: candidate list size while building.
+    ef_search : int, default=64
+        ``"hnsw"``: candidate list size while searching; the speed/recall
+        knob, changeable after fitting.
+    pq_m : int or "auto", default="auto"
+        ``"ivfpq"``: sub-quantizers per row; must divide the number of
+        features. ``"auto"`` takes about one per 4 features.
+    pq_bits : int or "auto", default="auto"
+        ``"ivfpq"``: bits per sub-quantizer code. ``"auto"`` is 8 once the
+        gallery has 9,984 rows (39 per centroid), fewer below.
+    refine : {"flat", "fp16", "sq8"} or None, default="flat"
+        ``"ivfpq"``: rows kept to re-rank the ``k_factor * n_neighbors``
+        best candidates by their codes: exact float32 rows, half-precision,
+        8-bit scalar-quantized, or none (distances from the codes alone,
+        the least memory).
+    k_factor : int, default=4
+        ``"ivfpq"``: size of the shortlist re-ranked, in multiples of the
+        neighbours asked for.
     metric_params : dict, default=None
-        Keyword arguments of the metric.
+        Keyword arguments of a scikit-learn metric.
+    random_state : int, RandomState instance or None, default=None
+        Seeds FAISS's k-means (``"ivf"``, ``"ivfpq"``). An int also builds
+        the ``"hnsw"`` graph on one thread, which makes it reproducible
+        (FAISS's parallel insertion depends on thread timing).
     n_jobs : int, default=None
-        Parallel jobs for the search; ``-1`` means all cores.
+        Threads for building and searching. On FAISS ``None`` keeps its
+        default of every core (OpenMP); on a machine busy with other work
+        set the number of free cores, since FAISS slows down more than
+        scikit-learn when cores are oversubscribed. On scikit-learn, as
+        for ``NearestNeighbors``.
 
     Attributes
     ----------
     index_ : object
-        The fitted search structure (a ``NearestNeighbors`` for exact search).
+        The fitted search backend.
+    fit_algorithm_ : str
+        The algorithm in use; ``"auto"`` resolved.
     gallery_labels_ : ndarray of shape (n_gallery,) or None
-        Labels given to ``fit``, used by ``predict`` and ``score``.
+        Labels given to ``fit`` and ``partial_fit``, used by ``predict`` and
+        ``score``.
     n_samples_fit_ : int
         Number of gallery items.
     n_features_in_ : int
@@ -100,14 +180,29 @@ class NearestImageRetriever(TransformerMixin, BaseEstimator):
     array([1, 0])
     >>> retriever.kneighbors(n_neighbors=1, return_distance=False).ravel()  # leave-one-out
     array([1, 0, 0, 4, 3])
+    >>> retriever.partial_fit([[5.5, 6.0]], [1]).n_samples_fit_
+    6
+    >>> retriever.radius_neighbors([[5.5, 5.0]], radius=1.0, return_distance=False)[0]
+    array([3, 4, 5])
     """
 
     _parameter_constraints = {
         "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
-        "metric": [StrOptions(_SKLEARN_METRICS), callable],
-        "algorithm": [StrOptions(set(_INDEX_FACTORIES))],
+        "radius": [Interval(numbers.Real, 0, None, closed="left")],
+        "metric": [StrOptions(_ALL_METRICS | {"precomputed"}), callable],
+        "algorithm": [StrOptions(set(_SKLEARN_ALGORITHMS) | set(FAISS_INDEXES))],
         "mode": [StrOptions({"distance", "connectivity"})],
+        "n_cells": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "n_probe": [Interval(numbers.Integral, 1, None, closed="left")],
+        "hnsw_m": [Interval(numbers.Integral, 2, None, closed="left")],
+        "ef_construction": [Interval(numbers.Integral, 1, None, closed="left")],
+        "ef_search": [Interval(numbers.Integral, 1, None, closed="left")],
+        "pq_m": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "pq_bits": [Interval(numbers.Integral, 1, 16, closed="both"), StrOptions({"auto"})],
+        "refine": [StrOptions({"flat", "fp16", "sq8"}), None],
+        "k_factor": [Interval(numbers.Integral, 1, None, closed="left")],
         "metric_params": [dict, None],
+        "random_state": ["random_state"],
         "n_jobs": [None, numbers.Integral],
     }
 
@@ -115,19 +210,120 @@ class NearestImageRetriever(TransformerMixin, BaseEstimator):
         self,
         n_neighbors=5,
         *,
+        radius=1.0,
         metric="euclidean",
         algorithm="auto",
         mode="distance",
+        n_cells="auto",
+        n_probe=16,
+        hnsw_m=32,
+        ef_construction=40,
+        ef_search=64,
+        pq_m="auto",
+        pq_bits="auto",
+        refine="flat",
+        k_factor=4,
         metric_params=None,
+        random_state=None,
         n_jobs=None,
     ):
         self.n_neighbors = n_neighbors
+        self.radius = radius
         self.metric = metric
         self.algorithm = algorithm
         self.mode = mode
+        self.n_cells = n_cells
+        self.n_probe = n_probe
+        self.hnsw_m = hnsw_m
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
+        self.pq_m = pq_m
+        self.pq_bits = pq_bits
+        self.refine = refine
+        self.k_factor = k_factor
         self.metric_params = metric_params
+        self.random_state = random_state
         self.n_jobs = n_jobs
 
+    # ------------------------------------------------------------ backend
+    def _resolve_algorithm(self):
+        """The algorithm to build, or a clear error when it cannot serve the metric."""
+        algorithm = self.algorithm
+        if algorithm == "auto" and not callable(self.metric) and self.metric in FAISS_INDEXES["flat"].metrics:
+            algorithm = "flat"
+        if not _serves(algorithm, self.metric):
+            able = [name for name in (*_SKLEARN_ALGORITHMS, *FAISS_INDEXES) if _serves(name, self.metric)]
+            raise ValueError(
+                f"algorithm={self.algorithm!r} cannot search with metric={self.metric!r}. "
+                f"Algorithms that can: {', '.join(repr(name) for name in able)}."
+            )
+        return algorithm
+
+    def _check_build_settings(self, algorithm, n_rows, n_features):
+        """Settings that depend on the data, checked before anything is built."""
+        if algorithm not in ("ivf", "ivfpq"):
+            return
+        if self.n_cells != "auto":
+            if self.n_cells > n_rows:
+                raise ValueError(
+                    f"n_cells={self.n_cells} k-means cells cannot be trained on {n_rows} rows: "
+                    f"use n_cells <= {n_rows} (FAISS wants 39 rows per cell), or n_cells='auto'."
+                )
+            if self.n_probe > self.n_cells:
+                raise ValueError(
+                    f"n_probe={self.n_probe} is larger than n_cells={self.n_cells}: a query can "
+                    f"scan at most every cell. Use n_probe <= {self.n_cells}."
+                )
+        if algorithm == "ivfpq" and self.pq_m != "auto" and n_features % self.pq_m:
+            raise ValueError(
+                f"pq_m={self.pq_m} must divide the number of features, {n_features}; "
+                "each sub-quantizer codes an equal slice of the row. Use pq_m='auto'."
+            )
+
+    def _make_index(self, algorithm):
+        if algorithm not in FAISS_INDEXES:
+            return ScikitLearnIndex(
+                self.metric, {"algorithm": algorithm, "metric_params": self.metric_params}, self.n_jobs
+            )
+        params = {
+            "n_cells": self.n_cells,
+            "hnsw_m": self.hnsw_m,
+            "ef_construction": self.ef_construction,
+            "pq_m": self.pq_m,
+            "pq_bits": self.pq_bits,
+            "refine": self.refine,
+            "seed": int(check_random_state(self.random_state).randint(2**31 - 1)),
+            "deterministic": self.random_state is not None,
+        }
+        return FAISS_INDEXES[algorithm](self.metric, params, self.n_jobs)
+
+    def _search_options(self):
+        # Search-time settings are read at every call: they change without refitting.
+        return {"n_jobs": self.n_jobs, "n_probe": self.n_probe, "ef_search": self.ef_search, "k_factor": self.k_factor}
+
+    # -------------------------------------------------------------- input
+    def _validate_rows(self, X, y=None, *, reset):
+        """Validated rows (and labels): uint8 codes for hamming, float rows otherwise."""
+        if self.metric in BINARY_METRICS:
+            dtype = None
+        elif self.algorithm in FAISS_INDEXES or (self.algorithm == "auto" and self.metric in FLOAT_METRICS):
+            dtype = np.float32  # what FAISS computes in
+        else:
+            dtype = [np.float64, np.float32]
+        if y is None:
+            X = validate_data(self, X, reset=reset, dtype=dtype)
+        else:
+            X, y = validate_data(self, X, y, reset=reset, dtype=dtype)
+            y = _check_labels(y, "Labels y")
+        if self.metric in BINARY_METRICS and X.dtype != np.uint8:
+            raise ValueError(
+                f"metric='hamming' compares packed binary codes, uint8 rows of 8 bits per value "
+                f"(np.packbits or ImageHasher give them); got dtype {X.dtype}. Pack the bits "
+                "with np.packbits(bits, axis=1)."
+            )
+        return X, y
+
+    # ---------------------------------------------------------------- fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Index the gallery ``X``; keep its labels ``y`` when given.
@@ -135,7 +331,7 @@ class NearestImageRetriever(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_gallery, n_features)
-            Gallery embeddings.
+            Gallery embeddings (uint8 packed codes for ``metric="hamming"``).
         y : array-like of shape (n_gallery,), default=None
             Gallery labels, needed by ``predict`` and ``score``.
 
@@ -144,24 +340,112 @@ class NearestImageRetriever(TransformerMixin, BaseEstimator):
         self : NearestImageRetriever
             The fitted retriever.
         """
-        if y is None:
-            X = validate_data(self, X, dtype=[np.float64, np.float32])
-            self.gallery_labels_ = None
-        else:
-            X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
-            self.gallery_labels_ = np.asarray(y)
-        factory = _INDEX_FACTORIES[self.algorithm]
-        self.index_ = factory(
-            n_neighbors=self.n_neighbors,
-            algorithm=self.algorithm,
-            metric=self.metric,
-            metric_params=self.metric_params,
-            n_jobs=self.n_jobs,
-        ).fit(X)
-        self.n_samples_fit_ = X.shape[0]
+        return self._fit(X, y)
+
+    def _fit(self, X, y):
+        algorithm = self._resolve_algorithm()
+        X, y = self._validate_rows(X, y, reset=True)
+        self._check_build_settings(algorithm, *X.shape)
+        index = self._make_index(algorithm)
+        index.build(X)
+        self.index_ = index
+        self.fit_algorithm_ = algorithm
+        self.gallery_labels_ = y
+        self.n_samples_fit_ = index.n_samples
         return self
 
-    def _check_n_neighbors(self, n_neighbors, leave_one_out):
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """Add images to the gallery without rebuilding the index.
+
+        The first call fits. Later calls append ``X`` (and its labels) to the
+        index: trained parts such as IVF cells stay as the first call made
+        them, and gallery indices continue from ``n_samples_fit_``. Nothing
+        changes when the rows or labels are refused.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_new, n_features)
+            Embeddings to add.
+        y : array-like of shape (n_new,), default=None
+            Their labels: required if the gallery has labels, refused if not.
+
+        Returns
+        -------
+        self : NearestImageRetriever
+            The retriever, with the rows added.
+        """
+        if not hasattr(self, "index_"):
+            return self._fit(X, y)
+        if self.metric == "precomputed":
+            raise ValueError(
+                "partial_fit cannot add rows to a precomputed distance matrix; fit on the whole matrix instead."
+            )
+        X, y = self._validate_rows(X, y, reset=False)
+        if (y is None) != (self.gallery_labels_ is None):
+            have = "with" if self.gallery_labels_ is not None else "without"
+            raise ValueError(
+                f"The gallery was fitted {have} labels, so partial_fit needs "
+                f"{'labels for the new rows too' if have == 'with' else 'no labels'}: call "
+                f"partial_fit(X{', y' if have == 'with' else ''})."
+            )
+        if y is not None and _label_kind(y) != _label_kind(self.gallery_labels_):
+            raise ValueError(
+                f"The new labels are {_label_kind(y)} but the gallery's are {_label_kind(self.gallery_labels_)}; "
+                "use one type for every label."
+            )
+        self.index_.add(X)
+        if y is not None:
+            self.gallery_labels_ = np.concatenate([self.gallery_labels_, y])
+        self.n_samples_fit_ = self.index_.n_samples
+        return self
+
+    def remove(self, indices):
+        """Forget gallery items, as when their images were deleted.
+
+        Later items move down to fill the gaps, as in a list: after removing
+        item 3, item 4 becomes 3. Their labels go with them. Flat indexes
+        remove rows in place; the other structures are rebuilt from the rows
+        kept, without retraining (IVF cells and PQ codebooks stay).
+
+        Parameters
+        ----------
+        indices : array-like of int
+            Gallery indices to remove, each in ``[0, n_samples_fit_)``.
+
+        Returns
+        -------
+        self : NearestImageRetriever
+            The retriever without those items.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_imgretrieval import NearestImageRetriever
+        >>> retriever = NearestImageRetriever(n_neighbors=1).fit([[0.0], [1.0], [2.0]], ["a", "b", "c"])
+        >>> retriever.remove([1]).gallery_labels_
+        array(['a', 'c'], dtype='<U1')
+        >>> retriever.kneighbors([[1.9]])[1]
+        array([[1]])
+        """
+        check_is_fitted(self)
+        indices = np.unique(np.asarray(indices, dtype=np.int64).ravel())
+        if len(indices) and (indices[0] < 0 or indices[-1] >= self.n_samples_fit_):
+            raise ValueError(
+                f"Gallery indices must be in [0, {self.n_samples_fit_}); got {indices[0]} to {indices[-1]}."
+            )
+        if len(indices) == 0:
+            return self
+        if self.metric == "precomputed":
+            raise ValueError("A precomputed distance matrix cannot lose rows; fit on the smaller matrix instead.")
+        self.index_.remove(indices)
+        if self.gallery_labels_ is not None:
+            self.gallery_labels_ = np.delete(self.gallery_labels_, indices)
+        self.n_samples_fit_ = self.index_.n_samples
+        return self
+
+    # -------------------------------------------------------------- search
+    def _check_n_neighbors(self, n_neighbors, leave_one_out, *, asked=None):
         if n_neighbors is None:
             n_neighbors = self.n_neighbors
         if not isinstance(n_neighbors, numbers.Integral) or n_neighbors < 1:
@@ -174,10 +458,28 @@ class NearestImageRetriever(TransformerMixin, BaseEstimator):
                 else f"the gallery of {self.n_samples_fit_} items"
             )
             raise ValueError(
-                f"n_neighbors={n_neighbors} is larger than {what}. Ask for at most "
+                f"{asked or f'n_neighbors={n_neighbors}'} is larger than {what}. Ask for at most "
                 f"{available} neighbours, or fit on a larger gallery."
             )
         return int(n_neighbors)
+
+    def _check_query(self, X):
+        X, _ = self._validate_rows(X, reset=False)
+        return X
+
+    def _gallery_rows(self):
+        """The gallery's rows, chunk by chunk, as (start, rows)."""
+        for start in range(0, self.n_samples_fit_, _LEAVE_ONE_OUT_CHUNK):
+            yield start, self.index_.reconstruct(start, min(start + _LEAVE_ONE_OUT_CHUNK, self.n_samples_fit_))
+
+    def _search(self, rows, k):
+        distances, indices = self.index_.search(rows, k, self._search_options())
+        if callable(self.metric) and not np.isfinite(distances).all():
+            raise ValueError(
+                f"The metric {getattr(self.metric, '__name__', self.metric)!r} returned NaN or infinite "
+                "distances; make it return finite numbers for every pair of rows."
+            )
+        return distances, indices
 
     def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
         """Find the nearest gallery items of each query.
@@ -203,9 +505,83 @@ class NearestImageRetriever(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         n_neighbors = self._check_n_neighbors(n_neighbors, leave_one_out=X is None)
         if X is not None:
-            X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return self.index_.kneighbors(X, n_neighbors, return_distance=return_distance)
+            distances, indices = self._search(self._check_query(X), n_neighbors)
+        else:
+            distances, indices = self._leave_one_out(n_neighbors)
+        return (distances, indices) if return_distance else indices
 
+    def _leave_one_out(self, k):
+        """Each gallery item's ``k`` nearest others: ``k + 1`` found, the item itself dropped.
+
+        When the item is not among them (approximate search, or more than
+        ``k`` exact duplicates), the farthest is dropped instead.
+        """
+        distances = np.empty((self.n_samples_fit_, k), dtype=np.float64)
+        indices = np.empty((self.n_samples_fit_, k), dtype=np.int64)
+        for start, rows in self._gallery_rows():
+            d, i = self._search(rows, k + 1)
+            own = i == np.arange(start, start + len(rows))[:, None]
+            own[~own.any(axis=1), -1] = True
+            own[np.cumsum(own, axis=1) > 1] = False  # one column per row, even with repeats
+            distances[start : start + len(rows)] = d[~own].reshape(len(rows), k)
+            indices[start : start + len(rows)] = i[~own].reshape(len(rows), k)
+        return distances, indices
+
+    def radius_neighbors(self, X=None, radius=None, return_distance=True, sort_results=True):
+        """Every gallery item within ``radius`` of each query.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features), default=None
+            Query embeddings. ``None`` queries the gallery itself, leaving each
+            item out of its own list.
+        radius : float, default=None
+            Largest distance included; defaults to the ``radius`` parameter.
+        return_distance : bool, default=True
+            Whether to return the distances as well.
+        sort_results : bool, default=True
+            Neighbours are always returned nearest first; accepted for
+            compatibility with scikit-learn.
+
+        Returns
+        -------
+        distances : ndarray of shape (n_queries,) of arrays
+            Each query's distances, nearest first. Only when
+            ``return_distance=True``.
+        indices : ndarray of shape (n_queries,) of arrays
+            Each query's gallery indices.
+        """
+        check_is_fitted(self)
+        radius = self.radius if radius is None else radius
+        if not isinstance(radius, numbers.Real) or radius < 0:
+            raise ValueError(f"radius must be a non-negative number, got {radius!r}.")
+        if not self.index_.supports_range_search:
+            # FAISS has no range search in its binary HNSW nor in the re-ranking of IVF-PQ.
+            able = [name for name in ("brute", "kd_tree", "ball_tree", "flat", "ivf") if _serves(name, self.metric)]
+            if self.metric not in BINARY_METRICS:
+                able.append("hnsw")
+            raise ValueError(
+                f"algorithm={self.fit_algorithm_!r} has no radius search in FAISS with these settings. "
+                f"Use one of {', '.join(repr(name) for name in able)}"
+                + (", or refine=None for 'ivfpq'." if self.fit_algorithm_ == "ivfpq" else ".")
+            )
+        options = self._search_options()
+        if X is not None:
+            distances, indices = self.index_.range_search(self._check_query(X), radius, options)
+        else:
+            parts_d, parts_i = [], []
+            for start, rows in self._gallery_rows():
+                d, i = self.index_.range_search(rows, radius, options)
+                for own, (row_d, row_i) in enumerate(zip(d, i), start=start):
+                    keep = row_i != own
+                    parts_d.append(row_d[keep])
+                    parts_i.append(row_i[keep])
+            distances = np.empty(len(parts_d), dtype=object)
+            indices = np.empty(len(parts_i), dtype=object)
+            distances[:], indices[:] = parts_d, parts_i
+        return (distances, indices) if return_distance else indices
+
+    # ------------------------------------------------------------- graphs
     def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
         """Sparse graph of each query's neighbours, as scikit-learn builds it.
 
@@ -223,13 +599,43 @@ class NearestImageRetriever(TransformerMixin, BaseEstimator):
         graph : sparse matrix of shape (n_queries, n_gallery)
             CSR matrix with ``n_neighbors`` entries per row.
         """
-        if mode not in ("connectivity", "distance"):
-            raise ValueError(f'mode must be "connectivity" or "distance", got {mode!r}.')
+        _check_mode(mode)
         distances, indices = self.kneighbors(X, n_neighbors, return_distance=True)
+        return self._graph(distances, indices, mode)
+
+    def _graph(self, distances, indices, mode):
         n_queries, k = indices.shape
         values = np.ones(n_queries * k) if mode == "connectivity" else distances.ravel()
         indptr = np.arange(0, n_queries * k + 1, k)
         return sp.csr_matrix((values, indices.ravel(), indptr), shape=(n_queries, self.n_samples_fit_))
+
+    def radius_neighbors_graph(self, X=None, radius=None, mode="connectivity", sort_results=True):
+        """Sparse graph of each query's neighbours within ``radius``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features), default=None
+            Query embeddings; ``None`` queries the gallery leave-one-out.
+        radius : float, default=None
+            Largest distance included; defaults to the ``radius`` parameter.
+        mode : {"connectivity", "distance"}, default="connectivity"
+            Ones, or the distances, as the graph's values.
+        sort_results : bool, default=True
+            Accepted for compatibility; rows are always sorted by distance.
+
+        Returns
+        -------
+        graph : sparse matrix of shape (n_queries, n_gallery)
+            CSR matrix, one row per query.
+        """
+        _check_mode(mode)
+        distances, indices = self.radius_neighbors(X, radius, return_distance=True)
+        lengths = np.fromiter((len(row) for row in indices), dtype=np.int64, count=len(indices))
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        flat_i = np.concatenate(list(indices)) if len(indices) else np.empty(0, np.int64)
+        flat_d = np.concatenate(list(distances)) if len(distances) else np.empty(0)
+        values = np.ones(len(flat_i)) if mode == "connectivity" else flat_d
+        return sp.csr_matrix((values, flat_i, indptr), shape=(len(indices), self.n_samples_fit_))
 
     def transform(self, X):
         """k-NN graph of ``X`` against the gallery, as ``KNeighborsTransformer`` gives it.
@@ -249,9 +655,18 @@ class NearestImageRetriever(TransformerMixin, BaseEstimator):
             CSR graph in the retriever's ``mode``.
         """
         check_is_fitted(self)
-        add_one = self.mode == "distance"
-        return self.kneighbors_graph(X, self.n_neighbors + add_one, mode=self.mode)
+        k = self.n_neighbors + (self.mode == "distance")
+        asked = (
+            f"transform returns n_neighbors + 1 = {k} neighbours per row in mode='distance' (the query "
+            f"itself may be in the gallery), which"
+            if self.mode == "distance"
+            else None
+        )
+        k = self._check_n_neighbors(k, leave_one_out=False, asked=asked)
+        distances, indices = self._search(self._check_query(X), k)
+        return self._graph(distances, indices, self.mode)
 
+    # ------------------------------------------------------------- labels
     def _require_labels(self, method):
         check_is_fitted(self)
         if self.gallery_labels_ is None:
@@ -289,7 +704,7 @@ class NearestImageRetriever(TransformerMixin, BaseEstimator):
         X : array-like of shape (n_queries, n_features)
             Query embeddings.
         y : array-like of shape (n_queries,)
-            Query labels.
+            Query labels, of the same type as the gallery's.
 
         Returns
         -------
@@ -298,11 +713,28 @@ class NearestImageRetriever(TransformerMixin, BaseEstimator):
             better).
         """
         self._require_labels("score")
+        y = _check_labels(y, "Query labels y")
+        if _label_kind(y) != _label_kind(self.gallery_labels_):
+            raise ValueError(
+                f"The query labels are {_label_kind(y)} but the gallery's are "
+                f"{_label_kind(self.gallery_labels_)}, so no neighbour could ever match: "
+                "give both in the same type."
+            )
         indices = self.kneighbors(X, return_distance=False)
         return precision_at_k(y, self.gallery_labels_[indices])
+
+    # -------------------------------------------------------------- sklearn
+    @property
+    def _n_features_out(self):
+        return self.n_samples_fit_
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.pairwise = self.metric == "precomputed"
         tags.transformer_tags.preserves_dtype = []
         return tags
+
+
+def _check_mode(mode):
+    if mode not in ("connectivity", "distance"):
+        raise ValueError(f'mode must be "connectivity" or "distance", got {mode!r}.')

@@ -1,0 +1,394 @@
+"""Search at scale: NearestImageRetriever's exact and approximate backends against scikit-learn.
+
+Part 1, exact search: Fashion-MNIST PCA-64 embeddings, 10,000 test queries
+against the 60,000 training images, k = 10, median of 5 interleaved runs:
+scikit-learn's brute force beside the retriever's default (algorithm="auto"),
+for euclidean and cosine, and whether the neighbours agree.
+
+Part 2, approximate search: Fashion-MNIST PCA-128 vectors of all 70,000
+images, repeated with Gaussian jitter (sigma = 0.1 x each dimension's
+standard deviation) up to N rows, and 1,000 held-out jittered queries.
+For each N and algorithm, at the library's default parameters: build
+seconds, query seconds (median of 3), recall@10 against exact search, index
+bytes (serialize_index), peak RSS of the process, and speed-up over
+scikit-learn's brute force measured in the same run. Every measurement runs
+in its own fresh process, so that peak RSS is that algorithm's. Bare FAISS
+calls written by hand with the same settings give the library's overhead.
+
+Part 3 (--sweep): recall against queries per second while the search knob
+(n_probe, ef_search) varies, as ann-benchmarks draws it.
+
+Run::
+
+    python benchmarks/bench_search.py                       # parts 1 and 2 at N = 100k, 300k, 1M
+    python benchmarks/bench_search.py --sweep --n 1000000   # part 3, writes the plot
+    python benchmarks/bench_search.py --n 10000000 --algorithms ivfpq --no-exact --refine fp16
+    python benchmarks/bench_search.py --quick               # a smoke run in a minute
+
+Data files go to benchmarks/out/ (about 4 bytes x 128 x N per N).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).parent / "out"
+DIMS = 128
+K = 10
+N_QUERIES = 1000
+CHUNK = 1_000_000  # rows read or added at a time, so memory follows the index, not the data file
+
+
+# ------------------------------------------------------------------ data
+def fashion_pca(n_components):
+    from sklearn.decomposition import PCA
+
+    from sklearn_imgretrieval.datasets import load_fashion_mnist
+
+    train, _ = load_fashion_mnist("train")
+    test, _ = load_fashion_mnist("test")
+    images = np.concatenate([train, test]).reshape(70_000, -1).astype(np.float32) / 255
+    return PCA(n_components, random_state=0).fit_transform(images).astype(np.float32)
+
+
+def gallery_path(n):
+    return OUT / f"search_gallery_{n}.f32"
+
+
+def make_data(ns):
+    """Write the jittered galleries and the queries once; later runs reuse them."""
+    OUT.mkdir(exist_ok=True)
+    base_file, queries_file = OUT / "search_base.npy", OUT / "search_queries.npy"
+    if not base_file.exists():
+        np.save(base_file, fashion_pca(DIMS))
+    base = np.load(base_file)
+    sigma = (0.1 * base.std(axis=0)).astype(np.float32)
+    if not queries_file.exists():
+        rng = np.random.default_rng(12345)  # a different stream from the galleries': held out
+        picks = rng.integers(0, len(base), N_QUERIES)
+        np.save(queries_file, base[picks] + rng.normal(size=(N_QUERIES, DIMS)).astype(np.float32) * sigma)
+    for n in ns:
+        path = gallery_path(n)
+        if path.exists() and path.stat().st_size == 4 * DIMS * n:
+            continue
+        rng = np.random.default_rng(0)
+        with open(f"{path}.partial", "wb") as f:
+            for start in range(0, n, CHUNK):
+                rows = base[np.arange(start, min(start + CHUNK, n)) % len(base)]
+                (rows + rng.normal(size=rows.shape).astype(np.float32) * sigma).tofile(f)
+        os.replace(f"{path}.partial", path)
+
+
+def read_rows(n, start, stop):
+    with open(gallery_path(n), "rb") as f:
+        return np.fromfile(f, dtype=np.float32, count=(stop - start) * DIMS, offset=4 * DIMS * start).reshape(-1, DIMS)
+
+
+def exact_truth(n, queries):
+    """The true 10 nearest rows of each query, by chunked float32 GEMM (any N, little memory)."""
+    path = OUT / f"search_truth_{n}.npy"
+    if path.exists():
+        return np.load(path)
+    best_d = np.full((len(queries), K), np.inf, dtype=np.float32)
+    best_i = np.zeros((len(queries), K), dtype=np.int64)
+    q_norms = (queries**2).sum(axis=1)[:, None]
+    for start in range(0, n, CHUNK):
+        rows = read_rows(n, start, min(start + CHUNK, n))
+        d = q_norms + (rows**2).sum(axis=1)[None, :] - 2 * queries @ rows.T
+        part = np.argpartition(d, K, axis=1)[:, :K]
+        cand_d = np.concatenate([best_d, np.take_along_axis(d, part, axis=1)], axis=1)
+        cand_i = np.concatenate([best_i, part + start], axis=1)
+        order = np.argsort(cand_d, axis=1)[:, :K]
+        best_d, best_i = np.take_along_axis(cand_d, order, axis=1), np.take_along_axis(cand_i, order, axis=1)
+    np.save(path, best_i)
+    return best_i
+
+
+def recall_at_k(found, truth):
+    return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth)]))
+
+
+# --------------------------------------------------------------- workers
+def peak_rss_mb():
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def _median_time(function, repeats):
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def _bare_faiss(algorithm, rows, refine):
+    """The same index written by hand with FAISS, and its search parameters."""
+    import faiss
+
+    from sklearn_imgretrieval.neighbors._faiss import auto_n_cells, auto_pq_bits, auto_pq_m
+
+    d = rows.shape[1]
+    if algorithm == "flat":
+        return faiss.IndexFlatL2(d), None
+    if algorithm == "hnsw":
+        index = faiss.IndexHNSWFlat(d, 32)
+        index.hnsw.efConstruction = 40
+        return index, faiss.SearchParametersHNSW(efSearch=64)
+    n_cells = auto_n_cells(len(rows))
+    ivf_params = faiss.SearchParametersIVF(nprobe=16)
+    if algorithm == "ivf":
+        return faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, n_cells), ivf_params
+    base = faiss.IndexIVFPQ(faiss.IndexFlatL2(d), d, n_cells, auto_pq_m(d), auto_pq_bits(len(rows)))
+    kinds = {"fp16": faiss.ScalarQuantizer.QT_fp16, "sq8": faiss.ScalarQuantizer.QT_8bit}
+    stored = faiss.IndexFlatL2(d) if refine == "flat" else faiss.IndexScalarQuantizer(d, kinds[refine])
+    params = faiss.IndexRefineSearchParameters(k_factor=4, base_index_params=ivf_params)
+    return faiss.IndexRefine(base, stored), params
+
+
+def worker(task):
+    """One measurement in this fresh process; prints a JSON line."""
+    n, algorithm, repeats = task["n"], task["algorithm"], task["repeats"]
+    queries = np.load(OUT / "search_queries.npy")
+    if algorithm == "sklearn-brute":
+        from sklearn.neighbors import NearestNeighbors
+
+        rows = read_rows(n, 0, n)
+        started = time.perf_counter()
+        nn = NearestNeighbors(n_neighbors=K, algorithm="brute").fit(rows)
+        build = time.perf_counter() - started
+        query = _median_time(lambda: nn.kneighbors(queries), repeats)
+        found = nn.kneighbors(queries, return_distance=False)
+        size = rows.nbytes
+    elif algorithm.startswith("bare-"):
+        rows = read_rows(n, 0, n)
+        index, params = _bare_faiss(algorithm[5:], rows, task["refine"])
+        started = time.perf_counter()
+        index.train(rows)
+        index.add(rows)
+        build = time.perf_counter() - started
+        query = _median_time(lambda: index.search(queries, K, params=params), repeats)
+        found = index.search(queries, K, params=params)[1]
+        size = None
+    else:
+        import faiss
+
+        from sklearn_imgretrieval import NearestImageRetriever
+
+        retriever = NearestImageRetriever(n_neighbors=K, algorithm=algorithm, **task.get("params", {}))
+        started = time.perf_counter()
+        for start in range(0, n, CHUNK):  # fit, then partial_fit: the data never sits in memory whole
+            retriever.partial_fit(read_rows(n, start, min(start + CHUNK, n)))
+        build = time.perf_counter() - started
+        query = _median_time(lambda: retriever.kneighbors(queries), repeats)
+        found = retriever.kneighbors(queries, return_distance=False)
+        size = len(faiss.serialize_index(retriever.index_._index))
+        if task.get("sweep"):
+            sweep = []
+            for knob, values in task["sweep"].items():
+                for value in values:
+                    retriever.set_params(**{knob: value})
+                    seconds = _median_time(lambda: retriever.kneighbors(queries), repeats)
+                    found_v = retriever.kneighbors(queries, return_distance=False)
+                    sweep.append({knob: value, "seconds": seconds, "found": found_v.tolist()})
+            task["sweep_result"] = sweep
+    result = {
+        "n": n,
+        "algorithm": algorithm,
+        "build_s": build,
+        "query_s": query,
+        "bytes": size,
+        "peak_rss_mb": peak_rss_mb(),
+        "found": np.asarray(found).tolist(),
+    }
+    if "sweep_result" in task:
+        result["sweep"] = task["sweep_result"]
+    print(json.dumps(result))
+
+
+def run_worker(task):
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(task)], capture_output=True, text=True, check=False
+    )
+    if done.returncode:
+        raise RuntimeError(f"worker {task['algorithm']} at N={task['n']} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------- parts
+def part_exact(repeats):
+    """Exact k-NN: scikit-learn brute against the retriever's default, both metrics."""
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
+
+    from sklearn_imgretrieval import NearestImageRetriever
+    from sklearn_imgretrieval.datasets import load_fashion_mnist
+
+    train, _ = load_fashion_mnist("train")
+    test, _ = load_fashion_mnist("test")
+    pca = PCA(64, random_state=0).fit(train.reshape(60_000, -1).astype(np.float32) / 255)
+    gallery = pca.transform(train.reshape(60_000, -1).astype(np.float32) / 255).astype(np.float32)
+    queries = pca.transform(test.reshape(10_000, -1).astype(np.float32) / 255).astype(np.float32)
+    print("## Exact search: 10,000 queries x 60,000 gallery x 64-d (Fashion-MNIST PCA-64), k = 10\n")
+    print(f"median of {repeats} interleaved runs\n")
+    print("| metric | scikit-learn brute s | NearestImageRetriever() s | speed-up | same neighbours | ties |")
+    print("|---|---|---|---|---|---|")
+    seconds = {}
+    for metric, n_jobs in (("euclidean", None), ("cosine", None), ("euclidean", 1), ("cosine", 1)):
+        plain = NearestNeighbors(n_neighbors=K, algorithm="brute", metric=metric).fit(gallery)
+        ours = NearestImageRetriever(n_neighbors=K, metric=metric, n_jobs=n_jobs).fit(gallery)
+        times = {"plain": [], "ours": []}
+        for _ in range(repeats):
+            for name, model in (("plain", plain), ("ours", ours)):
+                started = time.perf_counter()
+                model.kneighbors(queries)
+                times[name].append(time.perf_counter() - started)
+        plain_s, ours_s = np.median(times["plain"]), np.median(times["ours"])
+        seconds[metric, n_jobs] = ours_s
+        ref_d, ref_i = plain.kneighbors(queries)
+        our_d, our_i = ours.kneighbors(queries)
+        same = (ref_i == our_i).all(axis=1)
+        # a differing row is a tie when the distances still agree rank by rank ("ties": tied of differing)
+        tied = np.isclose(ref_d[~same], our_d[~same], rtol=1e-5, atol=1e-6).all(axis=1)
+        print(
+            f"| {metric}{'' if n_jobs is None else f' (n_jobs={n_jobs})'} | {plain_s:.2f} | {ours_s:.2f} "
+            f"| {plain_s / ours_s:.1f}x | {same.mean():.4f} | {int(tied.sum())} of {int((~same).sum())} |"
+        )
+    ratio = seconds["cosine", None] / seconds["euclidean", None]
+    print(f"\ncosine / euclidean time of NearestImageRetriever(): {ratio:.2f}\n")
+
+
+def part_scale(ns, algorithms, repeats, refine, with_brute, with_bare):
+    print("## Approximate search: Fashion-MNIST PCA-128 + jitter, 1,000 queries, k = 10, default parameters\n")
+    queries = np.load(OUT / "search_queries.npy")
+    print("| N | algorithm | build s | query s (median) | recall@10 | index MB | peak RSS MB | speed-up over brute |")
+    print("|---|---|---|---|---|---|---|---|")
+    overheads = []
+    for n in ns:
+        truth = exact_truth(n, queries)
+        brute = run_worker({"n": n, "algorithm": "sklearn-brute", "repeats": repeats}) if with_brute else None
+        if brute:
+            print(
+                f"| {n:,} | scikit-learn brute | {brute['build_s']:.2f} | {brute['query_s']:.3f} "
+                f"| {recall_at_k(brute['found'], truth):.3f} | {brute['bytes'] / 1e6:.0f} "
+                f"| {brute['peak_rss_mb']:.0f} | 1.0x |"
+            )
+        for algorithm in algorithms:
+            params = {"refine": refine} if algorithm == "ivfpq" and refine else {}
+            result = run_worker({"n": n, "algorithm": algorithm, "repeats": repeats, "params": params})
+            speedup = f"{brute['query_s'] / result['query_s']:.0f}x" if brute else "-"
+            print(
+                f"| {n:,} | {algorithm}{f' (refine={refine})' if params else ''} | {result['build_s']:.1f} "
+                f"| {result['query_s']:.3f} | {recall_at_k(result['found'], truth):.3f} | {result['bytes'] / 1e6:.1f} "
+                f"| {result['peak_rss_mb']:.0f} | {speedup} |",
+                flush=True,
+            )
+            if with_bare:
+                bare = run_worker(
+                    {"n": n, "algorithm": f"bare-{algorithm}", "repeats": repeats, "refine": refine or "flat"}
+                )
+                overheads.append((n, algorithm, result, bare, recall_at_k(bare["found"], truth)))
+    if overheads:
+        print("\n## The library against the same FAISS index written by hand\n")
+        print("| N | algorithm | library query s | bare FAISS query s | query ratio | build ratio | bare recall@10 |")
+        print("|---|---|---|---|---|---|---|")
+        for n, algorithm, ours, bare, bare_recall in overheads:
+            print(
+                f"| {n:,} | {algorithm} | {ours['query_s']:.3f} | {bare['query_s']:.3f} "
+                f"| {ours['query_s'] / bare['query_s']:.2f} | {ours['build_s'] / bare['build_s']:.2f} "
+                f"| {bare_recall:.3f} |"
+            )
+
+
+SWEEP = {
+    "ivf": {"n_probe": [1, 2, 4, 8, 16, 32, 64, 128]},
+    "hnsw": {"ef_search": [8, 16, 32, 64, 128, 256]},
+    "ivfpq": {"n_probe": [1, 2, 4, 8, 16, 32, 64]},
+}
+
+
+def part_sweep(n, repeats, plot_path):
+    queries = np.load(OUT / "search_queries.npy")
+    truth = exact_truth(n, queries)
+    brute = run_worker({"n": n, "algorithm": "sklearn-brute", "repeats": repeats})
+    flat = run_worker({"n": n, "algorithm": "flat", "repeats": repeats})
+    print(f"## Recall against queries per second, N = {n:,}, 1,000 queries, k = 10\n")
+    print("| algorithm | setting | recall@10 | queries/s |")
+    print("|---|---|---|---|")
+    curves = {}
+    for name, point in (("scikit-learn brute", brute), ("flat", flat)):
+        qps = N_QUERIES / point["query_s"]
+        curves[name] = [(recall_at_k(point["found"], truth), qps)]
+        print(f"| {name} | exact | {curves[name][0][0]:.3f} | {qps:.0f} |")
+    for algorithm, knobs in SWEEP.items():
+        result = run_worker({"n": n, "algorithm": algorithm, "repeats": repeats, "sweep": knobs})
+        curve = []
+        for point in result["sweep"]:
+            knob = next(key for key in point if key not in ("seconds", "found"))
+            recall, qps = recall_at_k(point["found"], truth), N_QUERIES / point["seconds"]
+            curve.append((recall, qps))
+            print(f"| {algorithm} | {knob}={point[knob]} | {recall:.3f} | {qps:.0f} |", flush=True)
+        curves[algorithm] = curve
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for name, curve in curves.items():
+        recall, qps = zip(*curve)
+        ax.plot(recall, qps, "o-" if len(curve) > 1 else "s", label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("recall@10")
+    ax.set_ylabel("queries per second (log)")
+    ax.set_title(f"NearestImageRetriever, N = {n:,} x {DIMS}-d, 2 cores")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    plot_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(plot_path, dpi=110, bbox_inches="tight")
+    print(f"\nwrote {plot_path}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[100_000, 300_000, 1_000_000], help="gallery sizes")
+    parser.add_argument("--algorithms", nargs="+", default=["flat", "ivf", "hnsw", "ivfpq"])
+    parser.add_argument("--refine", choices=["flat", "fp16", "sq8"], help="ivfpq's refine (default: the library's)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-exact", action="store_true", help="skip part 1")
+    parser.add_argument("--no-brute", action="store_true", help="skip scikit-learn brute in part 2")
+    parser.add_argument("--no-bare", action="store_true", help="skip the hand-written FAISS comparison")
+    parser.add_argument("--sweep", action="store_true", help="part 3 only: recall against speed at --n")
+    parser.add_argument(
+        "--plot", type=Path, default=Path(__file__).parent.parent / "docs" / "images" / "recall_qps.png"
+    )
+    parser.add_argument("--quick", action="store_true", help="N = 20,000, one repeat: a smoke run")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(json.loads(args.worker))
+        return
+    ns = [20_000] if args.quick else args.n
+    repeats = 1 if args.quick else args.repeats
+    print(f"$ python benchmarks/bench_search.py {' '.join(sys.argv[1:])}".rstrip())
+    print(f"load average at start: {os.getloadavg()[0]:.2f}\n")
+    make_data(ns)
+    if args.sweep:
+        part_sweep(ns[-1], repeats, args.plot)
+        return
+    if not args.no_exact:
+        part_exact(1 if args.quick else 5)
+    part_scale(ns, args.algorithms, repeats, args.refine, not args.no_brute, not args.no_bare)
+
+
+if __name__ == "__main__":
+    main()
