@@ -1,8 +1,10 @@
-"""What the subcommands share: the usage error, progress bars, embedder names,
-folder listing and the metrics table. Only light modules are imported here;
-Keras comes with the first embedder a command builds.
+"""What the subcommands share: the usage error, argument types, output files,
+progress bars, embedder names, folder listing and the metrics table. Only
+light modules are imported here; Keras comes with the first embedder a
+command builds.
 """
 
+import argparse
 import sys
 import time
 import warnings
@@ -10,12 +12,71 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import atomic_write, check_output_path
+
 EMBEDDERS = ("lite0", "autoencoder", "vae", "pca")
+#: Embedders that learn from the folder itself, and so need more than one image.
+LEARNED_EMBEDDERS = ("autoencoder", "vae", "pca")
 _CHUNK = 256  # images decoded or embedded between two progress updates
+
+#: Files written by this run, named in the message after Ctrl-C.
+written = []
 
 
 class UsageError(Exception):
-    """A problem with the user's input: reported in one line, exit status 2."""
+    """A problem with the user's input: reported with its message, exit status 2."""
+
+
+def positive_int(text):
+    """argparse type: an integer of at least 1 (0 would be silently meaningless)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def check_figure_path(path):
+    """Check a picture's path before any work: writable, and a format matplotlib writes."""
+    from ..plotting import _pyplot
+
+    check_output_path(path)
+    _pyplot()  # a missing matplotlib is reported now, not after the work
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise UsageError(
+            f"{path}: matplotlib cannot write {'.' + suffix if suffix else 'files without an extension'}; "
+            f"name the picture with one of {', '.join('.' + name for name in sorted(formats))}."
+        )
+
+
+def save_figure(fig, path):
+    """Write ``fig`` to ``path`` atomically, in the format its extension names."""
+    with atomic_write(path) as file:
+        fig.savefig(file, format=Path(path).suffix.lower().lstrip("."), dpi=100, bbox_inches="tight")
+    written.append(str(path))
+
+
+def save_index(index, path):
+    """Write an ImageIndex in the safe format, atomically."""
+    from ..persistence import save
+
+    save(index, path)
+    written.append(str(path))
+
+
+def check_enough_images(embedder_name, n_images, where):
+    """A learned embedder cannot learn anything from a single image."""
+    if embedder_name in LEARNED_EMBEDDERS and n_images < 2:
+        raise UsageError(
+            f"--embedder {embedder_name} learns from the images themselves and needs at least 2; "
+            f"{where} has {n_images}. Use --embedder lite0 (pretrained, no training) for so few images."
+        )
 
 
 def progress(done, total, label, started):
@@ -78,6 +139,9 @@ def color_mode(embedder_name):
 
 
 def list_folder(folder):
+    """Paths, labels and class names of the readable images of ``folder``; the
+    unreadable ones are named in one warning."""
+    from .._image_io import IMAGE_EXTENSIONS
     from ..datasets import load_image_folder
 
     if not Path(folder).is_dir():
@@ -85,12 +149,16 @@ def list_folder(folder):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            paths, labels, class_names = load_image_folder(folder, verify=True, n_jobs=-1)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
+            found = load_image_folder(folder, verify=True, n_jobs=-1)
+        except ValueError:  # the folder exists, so: no readable image in it
+            found = None
     for warning in caught:
         print(f"imgretrieval: warning: {warning.message}", file=sys.stderr)
-    return paths, labels, class_names
+    if found is None:
+        raise UsageError(
+            f"No readable image files in {folder}: looked for {', '.join(IMAGE_EXTENSIONS)} files, in subfolders too."
+        )
+    return found
 
 
 def labelled_dataset(name):
@@ -110,6 +178,11 @@ def labelled_dataset(name):
         Xq, yq = load_fashion_mnist("test")
         return Xg, yg, Xq, yq, (28, 28)
     paths, labels, _ = list_folder(name)
+    if len(paths) < 2:
+        raise UsageError(
+            f"{name} has {len(paths)} image; evaluate splits a folder into gallery images and "
+            "queries, so it needs at least 2 (and a few per subfolder to mean much)."
+        )
     paths = np.asarray(paths, dtype=object)
     stratify = labels if np.bincount(labels).min() >= 2 else None
     Pg, Pq, yg, yq = train_test_split(paths, labels, test_size=0.25, stratify=stratify, random_state=0)
@@ -153,6 +226,6 @@ def embedder_arguments(parser, default="lite0"):
         help=f"{', '.join(EMBEDDERS)}, or a keras.applications backbone name such as "
         f"mobilenet_v3_small (ImageNet weights; downloaded once). Default: {default}.",
     )
-    parser.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="resize images to H x W")
-    parser.add_argument("--batch-size", type=int, default=None, help="batch size of the embedder")
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs (autoencoder, vae)")
+    parser.add_argument("--size", nargs=2, type=positive_int, metavar=("H", "W"), help="resize images to H x W")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="batch size of the embedder")
+    parser.add_argument("--epochs", type=positive_int, default=10, help="training epochs (autoencoder, vae)")

@@ -5,6 +5,8 @@ import time
 
 import numpy as np
 
+from ._common import check_figure_path, metrics_table, save_figure
+
 #: The queries of the picture: (photo, edit), one of each kind of edit.
 _SHOWN = (
     ("chelsea", "flip"),
@@ -46,9 +48,7 @@ def _scores(groups, neighbour_groups, is_query):
 
 
 def run(args):
-    from .._files import check_output_path
-
-    check_output_path(args.out)
+    check_figure_path(args.out)
     from .. import ImagePreprocessor, NearestImageRetriever, PretrainedCNNEmbedder, make_retrieval_pipeline
     from ..datasets import load_sample_photos, make_near_duplicates
     from ..plotting import plot_retrieval
@@ -83,8 +83,6 @@ def run(args):
         distances, indices = pipe.kneighbors(n_neighbors=_N_COPIES + 1)
         rows.append((name, _scores(groups, groups[indices[:, :_N_COPIES]], is_query), time.perf_counter() - started))
         answers = distances, indices  # the last, pretrained, is pictured
-    from ._common import metrics_table
-
     print(metrics_table(rows))
     distances, indices = answers
     shown = [titles.index(f"{photo}, {edit}") for photo, edit in _SHOWN]
@@ -102,8 +100,5 @@ def run(args):
         "green: a copy of the same photo, red: another image",
         fontsize=9,
     )
-    from .._files import atomic_write
-
-    with atomic_write(args.out) as out:
-        fig.savefig(out, format="png", dpi=100, bbox_inches="tight")
+    save_figure(fig, args.out)
     print(f"wrote {args.out}")

@@ -1,6 +1,7 @@
 """``imgretrieval evaluate``: retrieval metrics of an embedder on a labelled set."""
 
 from ._common import (
+    check_enough_images,
     color_mode,
     default_size,
     embedder_arguments,
@@ -30,6 +31,7 @@ def run(args):
     from .. import ImagePreprocessor
 
     Xg, yg, Xq, yq, dataset_size = labelled_dataset(args.dataset)
+    check_enough_images(args.embedder, len(Xg), f"the gallery split of {args.dataset}")
     size = tuple(args.size) if args.size else (dataset_size or default_size(args.embedder))
     # The bundled sets are grayscale; a pretrained CNN repeats gray to 3 channels itself.
     color = "grayscale" if dataset_size else color_mode(args.embedder)
