@@ -18,7 +18,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import NearestNeighbors
 
 from sklearn_imgretrieval import NearestImageRetriever, make_retrieval_pipeline
-from sklearn_imgretrieval.neighbors._faiss import auto_n_cells, auto_pq_bits, auto_pq_m
+from sklearn_imgretrieval.neighbors._faiss import FlatIndex, auto_n_cells, auto_pq_bits, auto_pq_m
 
 EXACT = ("auto", "brute", "kd_tree", "ball_tree", "flat")
 APPROXIMATE = ("ivf", "hnsw", "ivfpq")
@@ -300,3 +300,17 @@ def test_remove_checks_its_indices(clustered):
     with pytest.raises(ValueError, match=r"in \[0, 10\)"):
         retriever.remove([3, 10])
     assert retriever.n_samples_fit_ == 10
+
+
+def test_a_stored_index_of_another_kind_or_size_is_refused(clustered):
+    X, _, _ = clustered
+    flat = NearestImageRetriever(algorithm="flat").fit(X)
+    posing = pickle.loads(pickle.dumps(NearestImageRetriever(algorithm="hnsw").fit(X).index_))
+    posing.__class__ = FlatIndex  # an HNSW graph posing as a flat index
+    with pytest.raises(ValueError, match="IndexHNSWFlat, not the IndexFlat"):
+        pickle.loads(pickle.dumps(posing))
+    narrower = NearestImageRetriever(algorithm="flat").fit(X[:, :8])
+    state = dict(flat.__getstate__())
+    state["index_"] = narrower.index_
+    with pytest.raises(ValueError, match="8 dimensions but the retriever was fitted on 16 features"):
+        NearestImageRetriever().__setstate__(state)

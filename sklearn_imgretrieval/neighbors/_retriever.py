@@ -724,6 +724,23 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         return precision_at_k(y, self.gallery_labels_[indices])
 
     # -------------------------------------------------------------- sklearn
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        index = state.get("index_")
+        # FAISS trusts the dimension it reads; a query of another width would
+        # make it read past its buffers, so a stored index must match the gallery.
+        expected = self.n_features_in_ * (8 if self.metric in BINARY_METRICS else 1) if index is not None else None
+        if index is not None and getattr(index, "n_dims", expected) != expected:
+            raise ValueError(
+                f"The stored index has {index.n_dims} dimensions but the retriever was fitted on "
+                f"{self.n_features_in_} features: the file was altered."
+            )
+        if index is not None and index.n_samples != self.n_samples_fit_:
+            raise ValueError(
+                f"The stored index has {index.n_samples} rows but the retriever counts "
+                f"{self.n_samples_fit_}: the file was altered."
+            )
+
     @property
     def _n_features_out(self):
         return self.n_samples_fit_
