@@ -124,6 +124,30 @@ class ImageIndex:
         """
         return self.pipeline.kneighbors(images, n_neighbors=n_neighbors, return_distance=return_distance)
 
+    def kneighbors_of(self, ids, n_neighbors=None, return_distance=True):
+        """The nearest other indexed images of the indexed images ``ids``.
+
+        Nothing is decoded or embedded: each image is queried with the
+        embedding the index stores for it, and left out of its own answer.
+
+        Parameters
+        ----------
+        ids : array-like of int
+            Positions in ``paths``.
+        n_neighbors : int, default=None
+            Neighbours per image; the retriever's ``n_neighbors`` by default.
+        return_distance : bool, default=True
+            Whether to return the distances as well.
+
+        Returns
+        -------
+        distances : ndarray of shape (len(ids), n_neighbors)
+            Only when ``return_distance=True``.
+        indices : ndarray of shape (len(ids), n_neighbors)
+            Positions in ``paths`` of the neighbours, nearest first.
+        """
+        return self.pipeline[-1].kneighbors_of_gallery(ids, n_neighbors=n_neighbors, return_distance=return_distance)
+
     def __getstate__(self):
         return {
             "pipeline": self.pipeline,

@@ -314,3 +314,14 @@ def test_a_stored_index_of_another_kind_or_size_is_refused(clustered):
     state["index_"] = narrower.index_
     with pytest.raises(ValueError, match="8 dimensions but the retriever was fitted on 16 features"):
         NearestImageRetriever().__setstate__(state)
+
+
+@pytest.mark.parametrize("algorithm", ("auto", "brute", "hnsw"))
+def test_kneighbors_of_gallery_items_equals_leave_one_out(clustered, algorithm):
+    X, _, _ = clustered
+    retriever = NearestImageRetriever(n_neighbors=4, algorithm=algorithm, random_state=0).fit(X)
+    items = [5, 0, 999]
+    for a, b in zip(retriever.kneighbors_of_gallery(items), retriever.kneighbors()):
+        np.testing.assert_array_equal(a, b[items])
+    with pytest.raises(ValueError, match=r"in \[0, 1200\)"):
+        retriever.kneighbors_of_gallery([1200])
