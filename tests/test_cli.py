@@ -370,3 +370,12 @@ def test_index_update_embeds_what_changed_and_keeps_the_settings(photos, index_f
         assert f"the index was built with {option}" in result.stderr
     result = run("index", folder, "-o", tmp_path / "none.idx", "--update", check_status=2)
     assert "--update needs the index to update" in result.stderr
+
+
+def test_query_with_root_names_the_files_where_the_folder_moved(photos, index_file, tmp_path):
+    answers = json.loads(run("query", index_file, photos / "rings" / "rings2.png", "-k", 1, "--json").stdout)
+    assert answers[0]["neighbors"][0]["path"] == str(photos / "rings" / "rings2.png")  # absolute, from anywhere
+    moved = json.loads(
+        run("query", index_file, photos / "rings" / "rings2.png", "-k", 1, "--json", "--root", tmp_path).stdout
+    )
+    assert moved[0]["neighbors"][0]["path"] == str(tmp_path / "rings" / "rings2.png")

@@ -37,6 +37,12 @@ def add_parser(commands, formatter):
         "runs any code its author put in it: only for files you made or trust",
     )
     parser.add_argument("--convert-to", metavar="FILE", help="write the index in the safe format to FILE")
+    parser.add_argument(
+        "--root",
+        metavar="FOLDER",
+        help="where the indexed folder is now, when it has moved since indexing: answers (and --plot) "
+        "name the files there",
+    )
     parser.set_defaults(run=run)
 
 
@@ -63,13 +69,13 @@ def _index_from_pickle(path):
     raise UsageError(f"{path} is a pickle, but not of an index written by `imgretrieval index`.")
 
 
-def read_index(path, *, trust_pickle=False):
+def read_index(path, *, trust_pickle=False, root=None):
     """Load an index file: the safe format, or a pickle only with ``trust_pickle``."""
     from ..indexing import load_index
 
     kind = pickle_kind(path)
     if kind is None:
-        return load_index(path)
+        return load_index(path, root=root)
     if not trust_pickle:
         raise UsageError(
             f"{path} is {kind}, which imgretrieval does not load: loading a pickle can run any code "
@@ -93,7 +99,7 @@ def run(args):
     missing = [image for image in args.images if not Path(image).is_file()]
     if missing:
         raise UsageError(f"no such image file: {', '.join(missing)}")
-    index = read_index(args.index, trust_pickle=args.trust_pickle)
+    index = read_index(args.index, trust_pickle=args.trust_pickle, root=args.root)
     if args.convert_to:
         save_index(index, args.convert_to)
         print(f"wrote {args.convert_to}: the index in the safe format", file=sys.stderr)
