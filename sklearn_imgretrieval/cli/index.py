@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 from .._files import check_output_path
-from .._sklearn_compat import validate_params
 from ._common import (
     LEARNED_EMBEDDERS,
     UsageError,
@@ -104,6 +103,7 @@ def _warn_about_cost(n_images, image_shape, embedder, chunk_size):
 
 def _new_pipeline(settings, n_images, fit_sample, chunk_size):
     from .. import NearestImageRetriever, RetrievalPipeline
+    from .._sklearn_compat import validate_params
 
     retriever = NearestImageRetriever(
         n_neighbors=min(5, n_images), metric=settings["metric"], algorithm=settings["algorithm"]
