@@ -9,6 +9,7 @@ import importlib
 # public name -> private module defining it
 _EMBEDDERS = {
     "AutoencoderEmbedder": "._autoencoder",
+    "ContrastiveEmbedder": "._contrastive",
     "VAEEmbedder": "._vae",
     "PretrainedCNNEmbedder": "._pretrained",
 }
