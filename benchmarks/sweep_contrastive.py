@@ -25,6 +25,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+from _common import retrieval_scores as retrieval
 
 
 def load(n_train, n_query):
@@ -34,20 +35,6 @@ def load(n_train, n_query):
     xq, yq = load_fashion_mnist("test")
     images = lambda x: x[:, :, :, None].astype(np.float32) / 255  # noqa: E731
     return images(xg[:n_train]), yg[:n_train], images(xq[:n_query]), yq[:n_query]
-
-
-def retrieval(zg, yg, zq, yq):
-    """P@10, 5-NN accuracy and KMeans ARI of gallery and query embeddings."""
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import adjusted_rand_score
-
-    from sklearn_imgretrieval import NearestImageRetriever
-    from sklearn_imgretrieval.metrics import knn_accuracy, precision_at_k
-
-    retriever = NearestImageRetriever(n_neighbors=10, metric="cosine").fit(zg)
-    labels = yg[retriever.kneighbors(zq, return_distance=False)]
-    ari = adjusted_rand_score(yq, KMeans(n_clusters=10, n_init=4, random_state=0).fit_predict(zq))
-    return precision_at_k(yq, labels, 10), knn_accuracy(yq, labels, 5), ari
 
 
 def curve_embedder(every, xg, yg, xq, yq):

@@ -136,12 +136,9 @@ def test_lite0_encoder_trains_a_head_on_the_frozen_backbone(digits):
 def test_in_a_retrieval_pipeline_with_grid_search(digits):
     images, labels = digits
     pipe = make_retrieval_pipeline(ContrastiveEmbedder(**TINY), NearestImageRetriever(n_neighbors=5, metric="cosine"))
-    search = GridSearchCV(pipe, {"contrastiveembedder__temperature": [0.1, 0.5]}, cv=2)
+    search = GridSearchCV(pipe, {"contrastiveembedder__temperature": [0.1, 0.5]}, cv=2, refit=False)
     search.fit(images, labels)
-    assert search.best_score_ > 0.3  # random neighbours give 0.1
-    # and on its own, its score ranks settings without labels
-    unsupervised = GridSearchCV(ContrastiveEmbedder(**TINY), {"temperature": [0.1, 0.5]}, cv=2).fit(images)
-    assert np.isfinite(unsupervised.cv_results_["mean_test_score"]).all()
+    assert search.cv_results_["mean_test_score"].min() > 0.3  # random neighbours give 0.1
 
 
 # ------------------------------------------------------------------ errors
