@@ -23,6 +23,9 @@ from .._image_shape import check_image_shape, infer_image_shape
 from .._sklearn_compat import Interval, validate_data
 
 
+_EAGER_STEPS = 32  # training steps below which a fit runs eagerly
+
+
 class ShuffledBatches(keras.utils.PyDataset):
     """Mini-batches of ``(x, y)`` in a new seeded order every epoch.
 
@@ -198,6 +201,10 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                     keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience, restore_best_weights=True)
                 )
         batches = ShuffledBatches(x_train, y_train, self.batch_size, seed)
+        # Compiling the training step into a graph costs about a second; a
+        # fit of a few steps (small galleries, folds of a grid search) is done
+        # sooner step by step. Both run the same operations.
+        model.run_eagerly = len(batches) * self.epochs <= _EAGER_STEPS
         history = model.fit(
             batches,
             epochs=self.epochs,
