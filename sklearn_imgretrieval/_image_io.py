@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from joblib import effective_n_jobs
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 #: File name extensions taken as images when walking a folder.
 IMAGE_EXTENSIONS = (
@@ -26,10 +26,20 @@ IMAGE_EXTENSIONS = (
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 # Modes with more than 8 bits per sample: read as numbers, not converted by Pillow
 # (Pillow's I -> L conversion clips instead of scaling).
-_WIDE_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+WIDE_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
 # EXIF orientations that swap width and height.
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the transposition that turns the image upright.
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 # ITU-R 601-2 luma, the weights Pillow uses for RGB -> L.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _RESAMPLE = Image.Resampling.BILINEAR
@@ -51,6 +61,16 @@ def describe(item):
 def natural_channels(mode):
     """1 for grayscale Pillow modes, 3 for everything in colour."""
     return 1 if mode in _GRAY_MODES else 3
+
+
+def upright(img):
+    """``img`` turned upright by its EXIF orientation.
+
+    An image already upright is returned as it is, not copied (as
+    ``ImageOps.exif_transpose`` would): callers only derive new images from it.
+    """
+    transposition = _UPRIGHT.get(img.getexif().get(_EXIF_ORIENTATION, 1))
+    return img if transposition is None else img.transpose(transposition)
 
 
 def _oriented_size(img):
@@ -105,7 +125,7 @@ def _crop_and_resize(img, box, target):
     return img
 
 
-def _request_draft(img, channels, size, crop):
+def request_draft(img, channels, size, crop):
     """Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the target is that small.
 
     ``draft`` picks the largest reduction that keeps the image at least as
@@ -127,11 +147,11 @@ def _request_draft(img, channels, size, crop):
 
 def _pil_to_array(img, channels, size, crop):
     """Convert, crop and resize one PIL image to float32 (H, W, C) in [0, 1]."""
-    img = ImageOps.exif_transpose(img)
+    img = upright(img)
     box = _crop_box(img.width, img.height, crop)
     target = output_size(img.height, img.width, size, crop)
-    if img.mode in _WIDE_MODES:
-        scale = _WIDE_MODES[img.mode]
+    if img.mode in WIDE_MODES:
+        scale = WIDE_MODES[img.mode]
         gray = Image.fromarray(np.asarray(img, dtype=np.float32) / np.float32(scale), mode="F")
         gray = _crop_and_resize(gray, box, target)
         arr = np.asarray(gray, dtype=np.float32)[:, :, None]
@@ -144,7 +164,7 @@ def _pil_to_array(img, channels, size, crop):
 def _open_and_decode(path, channels, size, crop):
     with Image.open(path) as img:
         if size is not None and img.format == "JPEG":
-            _request_draft(img, channels, size, crop)
+            request_draft(img, channels, size, crop)
         return _pil_to_array(img, channels, size, crop)
 
 
