@@ -13,6 +13,7 @@ from ._version import __version__
 # public name -> module defining it
 _PUBLIC = {
     "ImagePreprocessor": "sklearn_imgretrieval.preprocessing",
+    "ImageHasher": "sklearn_imgretrieval.hashing",
     "AutoencoderEmbedder": "sklearn_imgretrieval.embedders",
     "VAEEmbedder": "sklearn_imgretrieval.embedders",
     "PretrainedCNNEmbedder": "sklearn_imgretrieval.embedders",
