@@ -20,6 +20,7 @@ _PUBLIC = {
     "NearestImageRetriever": "sklearn_imgretrieval.neighbors",
     "RetrievalPipeline": "sklearn_imgretrieval.pipeline",
     "make_retrieval_pipeline": "sklearn_imgretrieval.pipeline",
+    "find_duplicates": "sklearn_imgretrieval.duplicates",
 }
 
 __all__ = [*_PUBLIC, "__version__"]
