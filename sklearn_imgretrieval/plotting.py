@@ -44,6 +44,17 @@ def _displayable(image, image_shape=None):
     return np.clip(image, 0.0, 1.0)
 
 
+def _figure_grid(plt, ax, n_rows, n_cols, *, cell, hspace):
+    """A figure and an ``n_rows x n_cols`` grid of cells of ``cell`` (width, height) inches,
+    or the grid that splits ``ax``'s area, which it replaces."""
+    if ax is None:
+        fig = plt.figure(figsize=(cell[0] * n_cols, cell[1] * n_rows))
+        return fig, fig.add_gridspec(n_rows, n_cols, wspace=0.1, hspace=hspace)
+    fig, grid = ax.figure, ax.get_subplotspec().subgridspec(n_rows, n_cols, wspace=0.1, hspace=hspace)
+    ax.remove()
+    return fig, grid
+
+
 def _show(ax, image, title=None, frame=None):
     ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0.0, vmax=1.0)
     ax.set_xticks([])
@@ -112,13 +123,7 @@ def plot_retrieval(
         )
     n_rows, n_neighbors = indices.shape
     n_cols = n_neighbors + 1
-    if ax is None:
-        fig = plt.figure(figsize=(1.4 * n_cols, 1.5 * n_rows))
-        grid = fig.add_gridspec(n_rows, n_cols, wspace=0.1, hspace=0.35)
-    else:
-        fig = ax.figure
-        grid = ax.get_subplotspec().subgridspec(n_rows, n_cols, wspace=0.1, hspace=0.35)
-        ax.remove()
+    fig, grid = _figure_grid(plt, ax, n_rows, n_cols, cell=(1.4, 1.5), hspace=0.35)
     show_match = query_labels is not None and gallery_labels is not None
     for row in range(n_rows):
         title = "query" if query_labels is None else f"query: {query_labels[row]}"
@@ -254,13 +259,7 @@ def plot_duplicates(duplicates, images=None, *, max_groups=10, max_per_group=8, 
         raise ValueError(f"images has {len(images)} images but the duplicates have {len(duplicates.items)} items.")
     kept = set() if keep is None else {int(i) for i in keep}
     n_rows, n_cols = len(groups), max(len(group) for group in groups)
-    if ax is None:
-        fig = plt.figure(figsize=(1.6 * n_cols, 1.7 * n_rows))
-        grid = fig.add_gridspec(n_rows, n_cols, wspace=0.1, hspace=0.45)
-    else:
-        fig = ax.figure
-        grid = ax.get_subplotspec().subgridspec(n_rows, n_cols, wspace=0.1, hspace=0.45)
-        ax.remove()
+    fig, grid = _figure_grid(plt, ax, n_rows, n_cols, cell=(1.6, 1.7), hspace=0.45)
     for row, group in enumerate(groups):
         for col, index in enumerate(group):
             image = _displayable(images[index])
