@@ -35,7 +35,7 @@ CNN_INPUT_SIZE = 160
 CNN_CROP_FRACTION = 0.875
 #: Default ``max_distance`` of each method: cosine distance for "cnn", the
 #: fraction of the hash's bits for hashes (10 of 64 bits for pHash).
-DEFAULT_MAX_DISTANCE = {"cnn": 0.15, "phash": 10 / 64, "dhash": 8 / 64, "ahash": 4 / 64, "whash": 4 / 64}
+DEFAULT_MAX_DISTANCE = {"cnn": 0.15, "phash": 10 / 64, "dhash": 6 / 64, "ahash": 2 / 64, "whash": 2 / 64}
 _QUERY_CHUNK = 8192  # queries per radius search: the search's memory follows the chunk
 _EMBED_CHUNK = 256  # images decoded at a time for the CNN
 MOVE_LOG_FORMAT = "sklearn-imgretrieval-moves"
@@ -320,6 +320,7 @@ def _item_names(X, n):
     return np.arange(n, dtype=object)
 
 
+@dataclass(eq=False)
 class Duplicates:
     """Near-duplicate images found by :func:`find_duplicates`.
 
@@ -367,16 +368,15 @@ class Duplicates:
     {0: [1], 1: [0], 2: [], 3: []}
     """
 
-    def __init__(self, items, n_queries, pairs, distances, groups, *, method, metric, max_distance, top_k):
-        self.items = items
-        self.n_queries = n_queries
-        self.pairs = pairs
-        self.distances = distances
-        self.groups = groups
-        self.method = method
-        self.metric = metric
-        self.max_distance = max_distance
-        self.top_k = top_k
+    items: np.ndarray
+    n_queries: int
+    pairs: np.ndarray
+    distances: np.ndarray
+    groups: list
+    method: object
+    metric: str
+    max_distance: object
+    top_k: object
 
     @property
     def has_reference(self):
@@ -545,7 +545,7 @@ def find_duplicates(
     max_distance : float, "auto" or None, default="auto"
         Pairs at this distance or closer are duplicates. ``"auto"``: 0.15
         cosine distance for ``"cnn"``; for hashes 10 of 64 bits for pHash,
-        8 for dHash, 4 for aHash and wHash, scaled to the hash's bits.
+        6 for dHash, 2 for aHash and wHash, scaled to the hash's bits.
         Measured on ``benchmarks/bench_dedup.py``'s set (photos with
         crops, half-size, JPEG quality 25, 5 degree rotation, mirror and
         brightness copies among Fashion-MNIST distractors); required for

@@ -47,7 +47,7 @@ def add_parser(commands, formatter):
         type=float,
         metavar="D",
         help="largest distance of duplicates: cosine distance in [0, 2] for cnn (default 0.15), differing "
-        "bits for hashes (default for 64 bits: phash 10, dhash 8, ahash 4, whash 4)",
+        "bits for hashes (default for 64 bits: phash 10, dhash 6, ahash 2, whash 2)",
     )
     parser.add_argument("--hash-size", type=int, default=8, help="side of the hash's bit grid, a power of two")
     parser.add_argument("--top-k", type=int, metavar="K", help="keep at most each image's K nearest duplicates")
