@@ -123,6 +123,8 @@ def check_duplicate_settings(
         resolved_metric = "hamming"
     elif _is_transformer(method) and hasattr(method, "kneighbors") and hasattr(method, "steps"):
         resolved_metric = method.steps[-1][1].metric  # a retrieval pipeline: its retriever's metric
+    elif isinstance(method.steps[-1][1] if hasattr(method, "steps") else method, ImageHasher):
+        resolved_metric = "hamming"
     else:
         resolved_metric = "cosine"
     if metric != "auto" and metric != resolved_metric:
@@ -563,8 +565,9 @@ def find_duplicates(
         Side of the hashes' bit grid, a power of two (8: 64 bits).
     metric : str, default="auto"
         Distance for precomputed embeddings and transformers: ``"auto"`` is
-        Hamming for uint8 codes, a retrieval pipeline's own metric, and
-        cosine otherwise.
+        Hamming for uint8 codes and for an ImageHasher (or a pipeline
+        ending in one), a retrieval pipeline's own metric, and cosine
+        otherwise.
     algorithm : str, default="auto"
         :class:`~sklearn_imgretrieval.NearestImageRetriever`'s search
         algorithm: ``"auto"`` is exact; ``"ivf"`` is approximate and

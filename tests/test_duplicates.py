@@ -10,8 +10,10 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 from scipy.spatial.distance import cdist
 from skimage import data
+from sklearn.decomposition import PCA
+from sklearn.pipeline import make_pipeline
 
-from sklearn_imgretrieval import ImageHasher, find_duplicates
+from sklearn_imgretrieval import ImageHasher, ImagePreprocessor, find_duplicates
 from sklearn_imgretrieval import duplicates as duplicates_module
 from sklearn_imgretrieval.duplicates import move_duplicates, undo_moves
 
@@ -198,9 +200,13 @@ def test_bad_options_are_refused_before_any_image_is_read(options, message):
 def test_transformer_method_and_unreadable_files(photo_folder, tmp_path):
     _, paths, _ = photo_folder
     hasher = ImageHasher(method="phash").fit(paths)
-    from_transformer = find_duplicates(paths, method=hasher, metric="hamming", max_distance=10)
+    from_transformer = find_duplicates(paths, method=hasher, max_distance=10)
     from_name = find_duplicates(paths, method="phash")
+    assert from_transformer.metric == "hamming"  # the hasher's codes are compared by bits
     np.testing.assert_array_equal(from_transformer.pairs, from_name.pairs)
+    pipeline = make_pipeline(ImagePreprocessor(size=(32, 32), color_mode="grayscale"), PCA(4)).fit(paths)
+    embedded = find_duplicates(paths, method=pipeline, max_distance=0.01)
+    assert embedded.metric == "cosine" and embedded.items.tolist() == paths
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(ValueError, match=r"broken\.jpg: not an image"):
         find_duplicates([*paths[:3], str(tmp_path / "broken.jpg")], method="phash")
