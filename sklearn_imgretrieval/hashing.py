@@ -71,6 +71,9 @@ def _gray_pil(img):
     img = _image_io.upright(img)
     if img.mode in _image_io.WIDE_MODES:
         return Image.fromarray(np.asarray(img, dtype=np.float32))
+    if img.mode == "L":  # a grayscale file, or a JPEG drafted to grayscale: no copy
+        img.load()  # before its file is closed
+        return img
     return img.convert("L")
 
 
@@ -110,7 +113,9 @@ def _shrink(item, method, hash_size, jpeg_draft):
     else:
         gray = _gray_array(item)
     height, width = _shrunk_size(method, hash_size, gray.height, gray.width)
-    pixels = np.asarray(gray.resize((width, height), _RESAMPLE), dtype=np.float64)
+    if gray.size != (width, height):  # libjpeg may have shrunk it to the size already
+        gray = gray.resize((width, height), _RESAMPLE)
+    pixels = np.asarray(gray, dtype=np.float64)
     if method != "whash":
         return pixels
     # The Haar approximation at level log2(scale / hash_size) is, up to a
