@@ -241,6 +241,10 @@ def test_dedupe_against_a_reference_folder(copies, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.startswith(f"2 of 3 images in {new} have duplicates in {copies}")
     assert f"ref  {copies / 'moon.jpg'}" in printed and f"dup  {new / 'moon.jpg'}" in printed
+    # within the new folder alone there is nothing to move, and nothing is written
+    assert main(["dedupe", str(new), "--method", "dhash", "--move-to", str(tmp_path / "moved")]) == 0
+    assert capsys.readouterr().out.startswith("0 groups of duplicates: 0 of 3 images")
+    assert not (tmp_path / "moved").exists()
 
 
 def test_dedupe_moves_copies_and_undoes(copies, tmp_path, capsys):

@@ -211,3 +211,5 @@ def run(args):
     if args.move_to and len(redundant):
         moves = move_duplicates(found, args.move_to, root=args.folder, log=args.move_log)
         print(f"moved {len(moves)} files to {args.move_to}; undo with: imgretrieval dedupe --undo {args.move_log}")
+    elif args.move_to:
+        print("nothing to move")
