@@ -31,12 +31,13 @@ Data files go to benchmarks/out/ (about 4 bytes x 128 x N per N).
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import peak_rss_mb
+from _common import run_worker as run_common_worker
 
 OUT = Path(__file__).parent / "out"
 DIMS = 128
@@ -115,13 +116,6 @@ def recall_at_k(found, truth):
 
 
 # --------------------------------------------------------------- workers
-def peak_rss_mb():
-    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
-
-
 def _median_time(function, repeats):
     times = []
     for _ in range(repeats):
@@ -216,12 +210,7 @@ def worker(task):
 
 
 def run_worker(task):
-    done = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(task)], capture_output=True, text=True, check=False
-    )
-    if done.returncode:
-        raise RuntimeError(f"worker {task['algorithm']} at N={task['n']} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_common_worker(__file__, task)
 
 
 # ----------------------------------------------------------------- parts
@@ -243,9 +232,9 @@ def part_exact(repeats):
     print("| metric | scikit-learn brute s | NearestImageRetriever() s | speed-up | same neighbours | ties |")
     print("|---|---|---|---|---|---|")
     seconds = {}
-    for metric in ("euclidean", "cosine"):
+    for metric, n_jobs in (("euclidean", None), ("cosine", None), ("euclidean", 1), ("cosine", 1)):
         plain = NearestNeighbors(n_neighbors=K, algorithm="brute", metric=metric).fit(gallery)
-        ours = NearestImageRetriever(n_neighbors=K, metric=metric).fit(gallery)
+        ours = NearestImageRetriever(n_neighbors=K, metric=metric, n_jobs=n_jobs).fit(gallery)
         times = {"plain": [], "ours": []}
         for _ in range(repeats):
             for name, model in (("plain", plain), ("ours", ours)):
@@ -253,17 +242,18 @@ def part_exact(repeats):
                 model.kneighbors(queries)
                 times[name].append(time.perf_counter() - started)
         plain_s, ours_s = np.median(times["plain"]), np.median(times["ours"])
-        seconds[metric] = ours_s
+        seconds[metric, n_jobs] = ours_s
         ref_d, ref_i = plain.kneighbors(queries)
         our_d, our_i = ours.kneighbors(queries)
         same = (ref_i == our_i).all(axis=1)
         # a differing row is a tie when the distances still agree rank by rank ("ties": tied of differing)
         tied = np.isclose(ref_d[~same], our_d[~same], rtol=1e-5, atol=1e-6).all(axis=1)
         print(
-            f"| {metric} | {plain_s:.2f} | {ours_s:.2f} | {plain_s / ours_s:.1f}x | {same.mean():.4f} "
-            f"| {int(tied.sum())} of {int((~same).sum())} |"
+            f"| {metric}{'' if n_jobs is None else f' (n_jobs={n_jobs})'} | {plain_s:.2f} | {ours_s:.2f} "
+            f"| {plain_s / ours_s:.1f}x | {same.mean():.4f} | {int(tied.sum())} of {int((~same).sum())} |"
         )
-    print(f"\ncosine / euclidean time of NearestImageRetriever: {seconds['cosine'] / seconds['euclidean']:.2f}\n")
+    ratio = seconds["cosine", None] / seconds["euclidean", None]
+    print(f"\ncosine / euclidean time of NearestImageRetriever(): {ratio:.2f}\n")
 
 
 def part_scale(ns, algorithms, repeats, refine, with_brute, with_bare):

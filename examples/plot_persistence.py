@@ -1,9 +1,11 @@
-"""Saving a fitted retrieval pipeline with joblib and querying it elsewhere.
+"""Saving a fitted retrieval pipeline and querying it elsewhere.
 
 A fitted pipeline (preprocessor, conv autoencoder, retriever with its
-gallery) is one object: ``joblib.dump`` writes it, ``joblib.load`` in a new
-Python process gives the same neighbours. Keras networks travel as their
-weight arrays, so the file loads on any Keras backend.
+gallery) is one object: ``sklearn_imgretrieval.save`` writes it,
+``sklearn_imgretrieval.load`` in a new Python process gives the same
+neighbours. The file holds arrays and plain data only, so loading it runs no
+code from it; Keras networks travel as their weight arrays, so it loads on
+any Keras backend.
 
 Run::
 
@@ -19,10 +21,15 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-import joblib
 import numpy as np
 
-from sklearn_imgretrieval import AutoencoderEmbedder, ImagePreprocessor, NearestImageRetriever, make_retrieval_pipeline
+from sklearn_imgretrieval import (
+    AutoencoderEmbedder,
+    ImagePreprocessor,
+    NearestImageRetriever,
+    make_retrieval_pipeline,
+    save,
+)
 from sklearn_imgretrieval.datasets import load_digits_images
 from sklearn_imgretrieval.plotting import plot_retrieval
 
@@ -40,15 +47,16 @@ pipe = make_retrieval_pipeline(
 distances, indices = pipe.kneighbors(queries)
 
 with tempfile.TemporaryDirectory() as folder:
-    model_file = Path(folder) / "digits-index.joblib"
-    joblib.dump(pipe, model_file)
+    model_file = Path(folder) / "digits-index.skops"
+    save(pipe, model_file)
     print(f"saved the fitted pipeline: {model_file.stat().st_size / 1e6:.1f} MB")
     np.save(Path(folder) / "queries.npy", queries)
     # A new interpreter: nothing of this process is shared but the files.
     script = textwrap.dedent(
         f"""
-        import joblib, numpy as np
-        pipe = joblib.load({str(model_file)!r})
+        import numpy as np
+        from sklearn_imgretrieval import load
+        pipe = load({str(model_file)!r})
         distances, indices = pipe.kneighbors(np.load({str(Path(folder) / "queries.npy")!r}))
         np.save({str(Path(folder) / "indices.npy")!r}, indices)
         """

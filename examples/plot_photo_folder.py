@@ -6,8 +6,8 @@ crops of each, in one subfolder per photo), lists it with
 weights that ship with the package, so this runs offline) and asks for the
 neighbours of a new crop. The same steps on the command line::
 
-    imgretrieval index PHOTOS/ -o photos.joblib
-    imgretrieval query photos.joblib query.jpg --plot answers.png
+    imgretrieval index PHOTOS/ -o photos.idx
+    imgretrieval query photos.idx query.jpg --plot answers.png
 
 Run::
 

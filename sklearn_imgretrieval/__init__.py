@@ -20,6 +20,8 @@ _PUBLIC = {
     "NearestImageRetriever": "sklearn_imgretrieval.neighbors",
     "RetrievalPipeline": "sklearn_imgretrieval.pipeline",
     "make_retrieval_pipeline": "sklearn_imgretrieval.pipeline",
+    "save": "sklearn_imgretrieval.persistence",
+    "load": "sklearn_imgretrieval.persistence",
     "find_duplicates": "sklearn_imgretrieval.duplicates",
 }
 

@@ -4,9 +4,16 @@ Everything here works on one image at a time and is called from a thread
 pool: Pillow releases the GIL while it decodes and resizes, so threads scale
 on the cores without copying pixels between processes.
 
-Images come out as float32 ``(H, W, C)`` arrays in [0, 1] (uint8 and 16-bit
-sources are scaled, float arrays are passed through) with ``C`` either 1
-(grayscale) or 3 (RGB). Alpha is dropped, as Pillow's ``convert`` does.
+Images come out as float32 ``(H, W, C)`` arrays with ``C`` either 1
+(grayscale) or 3 (RGB); alpha is dropped, as Pillow's ``convert`` does.
+Integer pixels are scaled to [0, 1] by the rule of :func:`scale_to_unit`,
+finite floats are passed through, and anything else is refused.
+
+Memory follows the output size, not the file's pixel count: JPEG files are
+decoded at 1/2, 1/4 or 1/8 scale when the target is that small (``draft``),
+and any image much larger than its target is first shrunk by an integer
+factor (``Image.reduce``) on its stored pixels, before it is rotated,
+converted or turned into floats.
 """
 
 import math
@@ -14,8 +21,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from joblib import effective_n_jobs
 from PIL import Image, UnidentifiedImageError
+
+from ._parallel import local_threads
 
 #: File name extensions taken as images when walking a folder.
 IMAGE_EXTENSIONS = (
@@ -25,13 +33,13 @@ IMAGE_EXTENSIONS = (
 # Pillow modes that hold one intensity per pixel (alpha, if any, is dropped).
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 # Modes with more than 8 bits per sample: read as numbers, not converted by Pillow
-# (Pillow's I -> L conversion clips instead of scaling).
-WIDE_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
-# EXIF orientations that swap width and height.
-_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
-_EXIF_ORIENTATION = 0x0112
-# EXIF orientation -> the transposition that turns the image upright.
-_UPRIGHT = {
+# (Pillow's I -> L conversion clips instead of scaling). Mode I is how Pillow
+# opens 16-bit files in some formats and versions: its values must fit 16 bits.
+WIDE_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1}
+# Modes whose pixels Image.reduce averages correctly (not palette indices, not 1-bit).
+_REDUCIBLE_MODES = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "I", "F"})
+# EXIF orientation -> the transposition that displays the image upright.
+_ORIENTATION_TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -40,6 +48,14 @@ _UPRIGHT = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+# EXIF orientations that swap width and height.
+_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+_EXIF_ORIENTATION = 0x0112
+# Shrink by Image.reduce down to no less than this many times the target, so the
+# final resampling still has several source pixels per output pixel.
+_REDUCING_GAP = 2
+# Failing files listed in one error message; the rest are counted.
+_MAX_LISTED_FAILURES = 20
 # ITU-R 601-2 luma, the weights Pillow uses for RGB -> L.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _RESAMPLE = Image.Resampling.BILINEAR
@@ -64,13 +80,9 @@ def natural_channels(mode):
 
 
 def upright(img):
-    """``img`` turned upright by its EXIF orientation.
-
-    An image already upright is returned as it is, not copied (as
-    ``ImageOps.exif_transpose`` would): callers only derive new images from it.
-    """
-    transposition = _UPRIGHT.get(img.getexif().get(_EXIF_ORIENTATION, 1))
-    return img if transposition is None else img.transpose(transposition)
+    """``img`` turned upright by its EXIF orientation; the image itself, not a copy, if it is already."""
+    orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    return img.transpose(_ORIENTATION_TRANSPOSE[orientation]) if orientation in _ORIENTATION_TRANSPOSE else img
 
 
 def _oriented_size(img):
@@ -82,6 +94,15 @@ def _oriented_size(img):
     return height, width
 
 
+def check_array_image(shape):
+    """Refuse an (h, w[, c]) array that is empty or has a channel count no image has."""
+    channels = 1 if len(shape) == 2 else shape[2]
+    if 0 in shape[:2]:
+        raise ValueError("is empty")
+    if channels not in (1, 2, 3, 4):
+        raise ValueError(f"has {channels} channels; images have 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA)")
+
+
 def read_header(item):
     """(height, width, channels) of an item, decoding as little as possible."""
     if is_path(item):
@@ -89,10 +110,11 @@ def read_header(item):
             return _oriented_size(img) + (natural_channels(img.mode),)
     if isinstance(item, Image.Image):
         return _oriented_size(item) + (natural_channels(item.mode),)
-    arr = np.asarray(item)
-    if arr.ndim == 2:
-        return arr.shape + (1,)
-    return arr.shape[:2] + (1 if arr.shape[2] in (1, 2) else 3,)
+    shape = np.shape(item)
+    check_array_image(shape)
+    if len(shape) == 2:
+        return shape + (1,)
+    return shape[:2] + (1 if shape[2] in (1, 2) else 3,)
 
 
 def output_size(height, width, size, crop):
@@ -145,15 +167,46 @@ def request_draft(img, channels, size, crop):
     img.draft("L" if channels == 1 else None, request)
 
 
+def _shrink(img, orientation, size, crop):
+    """Crop and shrink ``img`` by an integer factor when it is much larger than the target.
+
+    Works on the stored pixels (before the EXIF rotation, whose crop box is
+    the same centred square), so no full-size copy is ever made; returns
+    the image and whether it was cropped.
+    """
+    if size is None or img.mode not in _REDUCIBLE_MODES:
+        return img, False
+    target_h, target_w = size
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        target_h, target_w = target_w, target_h
+    box = _crop_box(img.width, img.height, crop)
+    factor = int(min((box[2] - box[0]) / target_w, (box[3] - box[1]) / target_h) / _REDUCING_GAP)
+    if factor < 2:
+        return img, False
+    return img.reduce(factor, box=box), True
+
+
+def wide_to_unit(img):
+    """A 16-bit, 32-bit integer or float image as float32 (h, w) in its unit scale."""
+    values = np.asarray(img)
+    if img.mode == "I" and (values.min() < 0 or values.max() > 65535):
+        raise ValueError(
+            f"32-bit integer pixels range from {values.min()} to {values.max()}; only 16-bit values "
+            "(0-65535) have a known scale: convert the file to 16-bit or to floats in [0, 1]"
+        )
+    return check_finite(values.astype(np.float32) / np.float32(WIDE_MODES[img.mode]))
+
+
 def _pil_to_array(img, channels, size, crop):
     """Convert, crop and resize one PIL image to float32 (H, W, C) in [0, 1]."""
-    img = upright(img)
-    box = _crop_box(img.width, img.height, crop)
-    target = output_size(img.height, img.width, size, crop)
+    orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    img, cropped = _shrink(img, orientation, size, crop)
+    if orientation in _ORIENTATION_TRANSPOSE:
+        img = img.transpose(_ORIENTATION_TRANSPOSE[orientation])
+    box = (0, 0, img.width, img.height) if cropped else _crop_box(img.width, img.height, crop)
+    target = output_size(box[3] - box[1], box[2] - box[0], size, crop=None)
     if img.mode in WIDE_MODES:
-        scale = WIDE_MODES[img.mode]
-        gray = Image.fromarray(np.asarray(img, dtype=np.float32) / np.float32(scale), mode="F")
-        gray = _crop_and_resize(gray, box, target)
+        gray = _crop_and_resize(Image.fromarray(wide_to_unit(img), mode="F"), box, target)
         arr = np.asarray(gray, dtype=np.float32)[:, :, None]
         return np.repeat(arr, channels, axis=2) if channels == 3 else arr
     img = _crop_and_resize(img.convert("L" if channels == 1 else "RGB"), box, target)
@@ -168,14 +221,57 @@ def _open_and_decode(path, channels, size, crop):
         return _pil_to_array(img, channels, size, crop)
 
 
-def scale_to_unit(arr):
-    """uint8 and uint16 pixels to [0, 1]; any other number type as float32."""
-    arr = np.asarray(arr)
+def check_finite(images):
+    """``images`` if every value is finite, else a ValueError saying what to do."""
+    if not np.isfinite(images).all():
+        raise ValueError(
+            "pixels include NaN or infinity; replace or drop those images (for example with "
+            "np.nan_to_num) before preprocessing"
+        )
+    return images
+
+
+def check_pixels(arr):
+    """The divisor that maps the pixels of ``arr`` to [0, 1]; a ValueError if none does.
+
+    uint8 is divided by 255 and uint16 by 65535; bool is 0 or 1. Any other
+    integer type (int64 from Python ints, int8, int32, uint32, ...) must
+    hold 8-bit values, 0 to 255, which are divided by 255: no scale can be
+    known for anything else. Floats are passed through (divisor 1) and must
+    be finite, also as float32.
+    """
     if arr.dtype == np.uint8:
-        return arr.astype(np.float32) * np.float32(1 / 255)
+        return 255
     if arr.dtype == np.uint16:
-        return arr.astype(np.float32) * np.float32(1 / 65535)
-    return arr.astype(np.float32, copy=False)
+        return 65535
+    if arr.dtype == np.bool_:
+        return 1
+    if arr.dtype.kind in "iu":
+        low, high = arr.min(), arr.max()
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"{arr.dtype} pixels range from {low} to {high}, but integer pixels other than uint16 "
+                "must be 8-bit values (0-255); cast 16-bit images to uint16, or scale the values to "
+                "floats in [0, 1]"
+            )
+        return 255
+    if arr.dtype.kind != "f":
+        raise ValueError(f"pixels are {arr.dtype}; image arrays must hold integers or floats")
+    check_finite(arr)
+    if arr.dtype.itemsize > 4 and np.abs(arr).max() > np.finfo(np.float32).max:
+        raise ValueError(
+            f"pixels reach {np.abs(arr).max():.3g}, beyond float32's range (about 3.4e38); scale the images to [0, 1]"
+        )
+    return 1
+
+
+def scale_to_unit(arr):
+    """Pixels of any number type as float32, integers scaled to [0, 1] (see ``check_pixels``)."""
+    arr = np.asarray(arr)
+    divisor = check_pixels(arr)
+    if divisor == 1:
+        return arr.astype(np.float32, copy=False)
+    return arr.astype(np.float32) * np.float32(1 / divisor)
 
 
 def convert_channels(batch, channels):
@@ -205,6 +301,7 @@ def _resize_float(image, size, crop):
 
 def _array_to_image(arr, channels, size, crop):
     image = np.asarray(arr)
+    check_array_image(image.shape)
     if image.ndim == 2:
         image = image[:, :, None]
     image = convert_channels(scale_to_unit(image), channels)
@@ -242,7 +339,7 @@ def map_threads(function, items, n_jobs):
     for every item whose call raised, so that one bad file does not hide the
     others.
     """
-    n_threads = min(effective_n_jobs(n_jobs), len(items)) if items else 1
+    n_threads = min(local_threads(n_jobs), len(items)) if items else 1
 
     def guarded(index):
         try:
@@ -253,22 +350,33 @@ def map_threads(function, items, n_jobs):
     if n_threads <= 1:
         outcomes = [guarded(i) for i in range(len(items))]
     else:
-        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        pool = ThreadPoolExecutor(max_workers=n_threads)
+        try:
             outcomes = list(pool.map(guarded, range(len(items))))
+        finally:
+            # On Ctrl-C, drop the queued items instead of decoding them all first.
+            pool.shutdown(wait=True, cancel_futures=True)
     results = [value for value, _ in outcomes]
     failures = [(i, reason) for i, (_, reason) in enumerate(outcomes) if reason is not None]
     return results, failures
 
 
 def raise_for_failures(items, failures, action):
+    """One ValueError naming each failing item and why (the first 20, then a count)."""
     if not failures:
         return
-    lines = "\n".join(f"  {describe(items[i])}: {reason}" for i, reason in failures)
-    raise ValueError(
-        f"Could not {action} {len(failures)} of {len(items)} images:\n{lines}\n"
-        "Fix or remove these files; datasets.load_image_folder(..., verify=True) "
-        "lists a folder's readable images and warns about the rest."
-    )
+    lines = [f"  {describe(items[i])}: {reason}" for i, reason in failures[:_MAX_LISTED_FAILURES]]
+    if len(failures) > _MAX_LISTED_FAILURES:
+        lines.append(f"  ... and {len(failures) - _MAX_LISTED_FAILURES} more")
+    listed = "\n".join(lines)
+    if any(is_path(items[i]) for i, _ in failures):
+        advice = (
+            "Fix or remove these files; datasets.load_image_folder(..., verify=True) "
+            "lists a folder's readable images and warns about the rest."
+        )
+    else:
+        advice = "Fix or drop these images."
+    raise ValueError(f"Could not {action} {len(failures)} of {len(items)} images:\n{listed}\n{advice}")
 
 
 def read_images(items, *, shape, size, crop, n_jobs=None):
@@ -282,7 +390,7 @@ def read_images(items, *, shape, size, crop, n_jobs=None):
 
     def decode_into(index):
         image = load_one(items[index], channels, size, crop)
-        if image.shape != out.shape[1:]:
+        if image.shape[:2] != out.shape[1:3]:
             raise ValueError(
                 f"is {image.shape[0]}x{image.shape[1]} but the images fitted were "
                 f"{shape[0]}x{shape[1]} (height x width); set size=(height, width) "

@@ -10,4 +10,9 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
 from sklearn.utils.validation import validate_data
 
-__all__ = ["HasMethods", "Interval", "Options", "StrOptions", "_fit_context", "validate_data"]
+__all__ = ["HasMethods", "Interval", "Options", "StrOptions", "_fit_context", "validate_data", "validate_params"]
+
+
+def validate_params(estimator):
+    """Check an estimator's parameters against its constraints without fitting it."""
+    estimator._validate_params()

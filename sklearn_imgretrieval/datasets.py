@@ -9,7 +9,13 @@ import numpy as np
 
 from . import _image_io
 
-__all__ = ["load_digits_images", "load_fashion_mnist", "load_image_folder"]
+__all__ = [
+    "load_digits_images",
+    "load_fashion_mnist",
+    "load_image_folder",
+    "load_sample_photos",
+    "make_near_duplicates",
+]
 
 _FASHION_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -39,6 +45,146 @@ def load_digits_images():
 
     digits = load_digits()
     return (digits.images / 16.0).astype(np.float32), digits.target
+
+
+#: scikit-image's bundled photos used as originals, and unrelated images used as distractors.
+_SKIMAGE_PHOTOS = (
+    "astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "moon",
+    "clock", "hubble_deep_field", "immunohistochemistry", "retina",
+)  # fmt: skip
+_SKIMAGE_DISTRACTORS = ("brick", "grass", "gravel", "text", "page", "horse", "colorwheel", "logo")
+
+#: The edits of :func:`make_near_duplicates`, in order.
+NEAR_DUPLICATE_EDITS = ("crop", "half_size", "jpeg_25", "rotate_5", "flip", "brighter")
+
+
+def load_sample_photos(kind="photos"):
+    """Photos that ship inside scikit-image and scikit-learn, as RGB PIL images (offline).
+
+    Parameters
+    ----------
+    kind : {"photos", "distractors"}, default="photos"
+        ``"photos"``: 13 photographs (scikit-image's astronaut, cat, coffee,
+        rocket, ... and scikit-learn's two sample images). ``"distractors"``:
+        8 unrelated images (textures, text, a logo, a colour wheel).
+
+    Returns
+    -------
+    images : list of PIL.Image.Image
+        The images, in RGB.
+    names : list of str
+        Their names.
+
+    Examples
+    --------
+    >>> from sklearn_imgretrieval.datasets import load_sample_photos
+    >>> images, names = load_sample_photos()
+    >>> len(images), names[:3], images[0].mode
+    (13, ['astronaut', 'chelsea', 'coffee'], 'RGB')
+    """
+    from PIL import Image
+
+    try:
+        from skimage import data
+    except ImportError as exc:
+        raise ImportError(
+            "The sample photos come with scikit-image: pip install scikit-image "
+            '(or pip install "sklearn-imgretrieval[demo]").'
+        ) from exc
+    if kind not in ("photos", "distractors"):
+        raise ValueError(f'kind must be "photos" or "distractors", got {kind!r}.')
+    names = list(_SKIMAGE_PHOTOS if kind == "photos" else _SKIMAGE_DISTRACTORS)
+    images = []
+    for name in names:
+        pixels = np.asarray(getattr(data, name)())
+        if pixels.dtype == bool:
+            pixels = pixels.astype(np.uint8) * 255
+        images.append(Image.fromarray(pixels).convert("RGB"))
+    if kind == "photos":
+        from sklearn.datasets import load_sample_images
+
+        samples = load_sample_images()
+        for filename, pixels in zip(samples.filenames, samples.images):
+            images.append(Image.fromarray(pixels).convert("RGB"))
+            names.append(Path(filename).stem)
+    return images, names
+
+
+def _edit(image, edit, rng):
+    """One near-duplicate of a PIL image."""
+    import io
+
+    from PIL import Image, ImageEnhance, ImageOps
+
+    if edit == "crop":  # 80-95% of the area, at a random place
+        side = np.sqrt(rng.uniform(0.80, 0.95))
+        width, height = int(image.width * side), int(image.height * side)
+        left = int(rng.integers(0, image.width - width + 1))
+        top = int(rng.integers(0, image.height - height + 1))
+        return image.crop((left, top, left + width, top + height))
+    if edit == "half_size":
+        return image.resize((image.width // 2, image.height // 2), Image.Resampling.BILINEAR)
+    if edit == "jpeg_25":
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=25)
+        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    if edit == "rotate_5":
+        return image.rotate(5, resample=Image.Resampling.BILINEAR)
+    if edit == "flip":
+        return ImageOps.mirror(image)
+    return ImageEnhance.Brightness(image).enhance(1.3)  # brighter: +30%
+
+
+def make_near_duplicates(images, edits=NEAR_DUPLICATE_EDITS, *, random_state=0):
+    """Each image followed by its edited copies: a labelled near-duplicate set.
+
+    The edits are those people make to photos they share: ``"crop"`` (80-95%
+    of the area), ``"half_size"``, ``"jpeg_25"`` (JPEG at quality 25),
+    ``"rotate_5"`` (5 degrees), ``"flip"`` (mirrored) and ``"brighter"``
+    (+30% brightness).
+
+    Parameters
+    ----------
+    images : sequence of PIL.Image.Image
+        The originals (for example from :func:`load_sample_photos`).
+    edits : sequence of str, default=NEAR_DUPLICATE_EDITS
+        Which copies to make of each original.
+    random_state : int, RandomState instance or None, default=0
+        Seeds the crops.
+
+    Returns
+    -------
+    images : list of PIL.Image.Image
+        Each original followed by its copies: ``len(images) * (1 + len(edits))``.
+    groups : ndarray of int
+        The index of the original each image comes from.
+    edit_names : list of str
+        ``"original"`` or the edit that made the copy.
+
+    Examples
+    --------
+    >>> from sklearn_imgretrieval.datasets import load_sample_photos, make_near_duplicates
+    >>> photos, _ = load_sample_photos()
+    >>> images, groups, edits = make_near_duplicates(photos[:2])
+    >>> len(images), groups.tolist(), edits[:3]
+    (14, [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1], ['original', 'crop', 'half_size'])
+    """
+    from sklearn.utils import check_random_state
+
+    unknown = sorted(set(edits) - set(NEAR_DUPLICATE_EDITS))
+    if unknown:
+        raise ValueError(f"Unknown edits {unknown}; choose from {list(NEAR_DUPLICATE_EDITS)}.")
+    rng = np.random.default_rng(check_random_state(random_state).randint(2**31 - 1))
+    out, groups, names = [], [], []
+    for group, image in enumerate(images):
+        out.append(image)
+        groups.append(group)
+        names.append("original")
+        for edit in edits:
+            out.append(_edit(image, edit, rng))
+            groups.append(group)
+            names.append(edit)
+    return out, np.asarray(groups), names
 
 
 def _read_idx(path):

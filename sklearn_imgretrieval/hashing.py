@@ -70,7 +70,7 @@ def _gray_pil(img):
     Pillow's conversion to 'L' would clip."""
     img = _image_io.upright(img)
     if img.mode in _image_io.WIDE_MODES:
-        return Image.fromarray(np.asarray(img, dtype=np.float32))
+        return Image.fromarray(_image_io.wide_to_unit(img))
     if img.mode == "L":  # a grayscale file, or a JPEG drafted to grayscale: no copy
         img.load()  # before its file is closed
         return img
@@ -87,6 +87,7 @@ def _gray_array(image):
     floating-point rounding.
     """
     image = np.asarray(image)
+    _image_io.check_array_image(image.shape)
     if image.ndim == 2:
         image = image[:, :, None]
     if image.dtype == np.uint8:

@@ -2,6 +2,7 @@
 
 from collections import Counter
 
+from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
@@ -14,9 +15,11 @@ class RetrievalPipeline(Pipeline):
     Queries pass through every step but the last (decoding, embedding), then
     the last step, typically a
     :class:`~sklearn_imgretrieval.NearestImageRetriever`, answers them.
-    Everything else is ``Pipeline``: ``fit``, ``predict``, ``score``,
-    ``transform``, ``set_params`` with ``step__param`` names, so that
-    ``GridSearchCV`` and ``joblib.dump`` work as usual.
+    ``partial_fit`` grows the gallery chunk by chunk, the steps before the
+    retriever staying as they are. Everything else is ``Pipeline``: ``fit``,
+    ``predict``, ``score``, ``transform``, ``set_params`` with
+    ``step__param`` names, so that ``GridSearchCV`` and ``joblib.dump`` work
+    as usual.
 
     Parameters
     ----------
@@ -53,6 +56,58 @@ class RetrievalPipeline(Pipeline):
             if step is not None and step != "passthrough":
                 X = step.transform(X)
         return X
+
+    def partial_fit(self, X, y=None):
+        """Add images to the gallery: embed ``X`` with the steps before the last, then
+            ``partial_fit`` the last.
+
+            The steps before the retriever are never refitted, so that every
+            chunk is embedded the same way. An unfitted step is fitted on the
+            first chunk when its fit learns nothing but the images' shape
+            (``ImagePreprocessor``, ``PretrainedCNNEmbedder`` without fine-tuning);
+            a step that learns from its data (PCA, an autoencoder) must be fitted
+            on a sample first: ``pipe[:-1].fit(sample)``.
+
+            Parameters
+            ----------
+            X : images or array-like
+                A chunk of images, in the format the first step takes.
+            y : array-like of shape (n_samples,), default=None
+                Their labels, if the gallery has labels.
+
+            Returns
+            -------
+            self : RetrievalPipeline
+                The pipeline, with the chunk added to the gallery.
+
+            Examples
+            --------
+            >>> import numpy as np
+            >>> from sklearn_imgretrieval import ImagePreprocessor, NearestImageRetriever, make_retrieval_pipeline
+            >>> images = np.random.default_rng(0).integers(0, 256, size=(30, 12, 12), dtype=np.uint8)
+            >>> pre = ImagePreprocessor(size=(8, 8), color_mode="grayscale")
+        >>> pipe = make_retrieval_pipeline(pre, NearestImageRetriever(n_neighbors=2))
+            >>> for chunk in np.array_split(images, 3):
+            ...     pipe = pipe.partial_fit(chunk)
+            >>> pipe[-1].n_samples_fit_
+            30
+        """
+        Xt = X
+        for name, step in self.steps[:-1]:
+            if step is None or step == "passthrough":
+                continue
+            if not _is_fitted(step):
+                if not getattr(step, "_fitted_from_any_sample", False):
+                    raise ValueError(
+                        f"Step {name!r} ({type(step).__name__}) is not fitted and learns from the "
+                        "data it is fitted on, so fitting it on the first chunk alone would embed "
+                        "later chunks differently. Fit the steps before the retriever on a "
+                        "sample first, pipe[:-1].fit(sample), then call partial_fit chunk by chunk."
+                    )
+                step.fit(Xt)
+            Xt = step.transform(Xt)
+        self._final_estimator.partial_fit(Xt, y)
+        return self
 
     def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
         """Embed ``X`` with all steps but the last, then ask the last for neighbours.
@@ -96,6 +151,14 @@ class RetrievalPipeline(Pipeline):
             CSR matrix.
         """
         return self._final_estimator.kneighbors_graph(self._embed(X), n_neighbors=n_neighbors, mode=mode)
+
+
+def _is_fitted(estimator):
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError:
+        return False
+    return True
 
 
 def _step_names(estimators):

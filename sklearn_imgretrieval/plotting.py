@@ -76,6 +76,7 @@ def plot_retrieval(
     query_labels=None,
     gallery_labels=None,
     *,
+    query_titles=None,
     image_shape=None,
     ax=None,
 ):
@@ -94,6 +95,8 @@ def plot_retrieval(
     query_labels, gallery_labels : array-like, default=None
         When both are given, neighbours sharing the query's label are framed
         in green and the others in red.
+    query_titles : sequence of str, default=None
+        Titles of the queries; ``"query: <label>"`` (or ``"query"``) otherwise.
     image_shape : tuple, default=None
         ``(H, W[, C])`` of flattened rows that are not square images.
     ax : matplotlib Axes, default=None
@@ -126,7 +129,10 @@ def plot_retrieval(
     fig, grid = _figure_grid(plt, ax, n_rows, n_cols, cell=(1.4, 1.5), hspace=0.35)
     show_match = query_labels is not None and gallery_labels is not None
     for row in range(n_rows):
-        title = "query" if query_labels is None else f"query: {query_labels[row]}"
+        if query_titles is not None:
+            title = query_titles[row]
+        else:
+            title = "query" if query_labels is None else f"query: {query_labels[row]}"
         _show(fig.add_subplot(grid[row, 0]), _displayable(query_images[row], image_shape), title)
         for col, index in enumerate(indices[row], start=1):
             title = f"#{col}" if distances is None else f"{float(np.asarray(distances)[row, col - 1]):.3g}"

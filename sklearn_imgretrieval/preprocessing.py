@@ -10,12 +10,17 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from . import _image_io
+from ._dask import is_dask_array, transform_blocks
 from ._image_shape import check_image_shape, image_shape_of_rows, rows_to_images
 from ._sklearn_compat import StrOptions, _fit_context, validate_data
 
 __all__ = ["ImagePreprocessor"]
 
 _CHANNEL_NAMES = {1: ("gray",), 3: ("r", "g", "b")}
+# Kept as given by validate_data, so that _image_io's scaling rule sees the real type
+# (an int64 0-255 row is scaled like uint8; float32 comes first: anything else is cast to it).
+_PIXEL_DTYPES = [np.float32, np.float64, np.float16, np.uint8, np.uint16, np.bool_, np.int8, np.int16, np.int32]
+_PIXEL_DTYPES += [np.int64, np.uint32, np.uint64]
 
 
 def _check_size(size):
@@ -28,6 +33,27 @@ def _check_size(size):
     if not all(isinstance(d, numbers.Integral) and d > 0 for d in (height, width)):
         raise ValueError(f"size must be None or a pair (height, width) of positive integers, got {size!r}.")
     return (int(height), int(width))
+
+
+def _check_pixel_count(height, width, channels):
+    """Refuse an output image larger than Pillow lets a file be (its decompression-bomb limit)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and height * width > limit:
+        gib = height * width * channels * 4 / 2**30
+        raise ValueError(
+            f"Images of {height}x{width} would have {height * width:,} pixels: {gib:,.1f} GiB of float32 "
+            f"per image ({channels} channel{'s' if channels > 1 else ''}), above Pillow's limit of "
+            f"{limit:,} pixels (PIL.Image.MAX_IMAGE_PIXELS). Choose a smaller size; retrieval rarely "
+            "needs more than 512x512."
+        )
+
+
+def _batch_pixels(images, *, scale):
+    """``check_pixels`` (or ``scale_to_unit``) of a whole batch, with the error about the batch."""
+    try:
+        return _image_io.scale_to_unit(images) if scale else _image_io.check_pixels(images)
+    except ValueError as exc:
+        raise ValueError(f"Cannot use these images: {exc}.") from None
 
 
 def _is_image_item(item):
@@ -88,9 +114,30 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
     WebP, TIFF; EXIF orientation is applied), a sequence of PIL images, one
     array of shape ``(n, h, w)`` or ``(n, h, w, c)``, a list of arrays of
     different sizes (with ``size`` set), or a 2-D array of flattened images.
-    uint8 and uint16 pixels are scaled to [0, 1]; float pixels are passed
-    through. An unreadable file raises a ``ValueError`` naming every failing
-    file: the output always has one row per input image.
+    An unreadable file raises a ``ValueError`` naming every failing file:
+    the output always has one row per input image.
+
+    Pixels are scaled by a rule of their type; their values only decide
+    whether they are accepted:
+
+    - uint8 is divided by 255 and uint16 by 65535; bool becomes 0 or 1;
+    - every other integer type (int64, as ``np.array`` makes from Python
+      ints, int8, int16, int32, uint32, uint64) must hold 8-bit values,
+      0 to 255, and is divided by 255; other values raise a ``ValueError``
+      (cast 16-bit data to uint16 first);
+    - floats are passed through unchanged, as float32; NaN, infinity and
+      values beyond float32's range raise a ``ValueError``;
+    - in files, 8-bit modes are divided by 255, 16-bit modes by 65535, and
+      32-bit integer images (Pillow mode ``I``) by 65535 when their values
+      fit 16 bits (otherwise they are refused); float images (mode ``F``)
+      are passed through.
+
+    Large files cost memory in proportion to the output size: JPEGs are
+    decoded at a reduced scale when ``size`` is much smaller, and any image
+    much larger than ``size`` is shrunk by an integer factor on its 8-bit
+    pixels before it becomes float. A ``size`` with more pixels than
+    ``PIL.Image.MAX_IMAGE_PIXELS`` is refused at ``fit``, with the memory
+    each image would need.
 
     Examples
     --------
@@ -156,6 +203,7 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
             del self.n_features_in_
         kind, data = self._read_input(X, reset=True)
         if kind == "array":
+            _batch_pixels(data, scale=False)
             headers = [data.shape[1:3] + (1 if data.shape[3] in (1, 2) else 3,)]
         else:
             headers, failures = _image_io.map_threads(_image_io.read_header, data, self.n_jobs)
@@ -172,6 +220,8 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
                     )
         channels = {"grayscale": 1, "rgb": 3}.get(self.color_mode, max(header[2] for header in headers))
         height, width = _image_io.output_size(*headers[0][:2], size, self.crop)
+        if size is not None:
+            _check_pixel_count(height, width, channels)
         self.image_shape_ = (height, width, channels)
         return self
 
@@ -181,14 +231,19 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, sequence of PIL images, or array-like
-            The images; see the class docstring for accepted layouts.
+            The images; see the class docstring for accepted layouts. A
+            dask array of numbers is transformed block by block, lazily
+            (``flatten=True`` only).
 
         Returns
         -------
         X_out : ndarray of float32, shape (n, H * W * C) or (n, H, W, C)
-            One row (or image) per input image, in the same order.
+            One row (or image) per input image, in the same order (a dask
+            array for a dask array).
         """
         check_is_fitted(self)
+        if is_dask_array(X) and self.flatten:
+            return transform_blocks(self.transform, X, int(np.prod(self.image_shape_)))
         kind, data = self._read_input(X, reset=False)
         size = _check_size(self.size)
         height, width, channels = self.image_shape_
@@ -200,7 +255,7 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
                     "width). Set size=(height, width) to resize, or pass images "
                     "of the fitted size."
                 )
-            images = _image_io.convert_channels(_image_io.scale_to_unit(data), channels)
+            images = _image_io.convert_channels(_batch_pixels(data, scale=True), channels)
             # Never hand back a view of the caller's array.
             images = np.array(images, dtype=np.float32, copy=np.shares_memory(images, data))
         else:
@@ -233,6 +288,13 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
             dtype=object,
         )
 
+    @property
+    def _fitted_from_any_sample(self):
+        # Fitting learns only the output shape: size (or the common size) and
+        # channels. Any sample gives the same, except that color_mode="keep"
+        # takes the channels of the images fitted.
+        return self.color_mode != "keep"
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]
@@ -249,11 +311,11 @@ def _is_sequence_of_objects(X):
 def read_image_input(estimator, X, *, reset, image_shape=None):
     """Sort ``X`` into ``("array", (n, h, w, c) batch)`` or ``("items", list)``.
 
-    What every estimator that takes images accepts: a sequence of paths or
-    PIL images or (h, w[, c]) arrays, one 3-D or 4-D array, or 2-D rows.
-    2-D numbers go through ``validate_data`` on ``estimator`` (so feature
-    counts and names are checked as for any scikit-learn transformer) and
-    are unflattened with ``image_shape``.
+    What every estimator that takes images accepts: a sequence of paths, PIL
+    images or (h, w[, c]) arrays, one 3-D or 4-D array, or 2-D rows. 2-D
+    numbers go through ``validate_data`` on ``estimator`` (so feature counts
+    and names are checked as for any scikit-learn transformer) and are
+    unflattened with ``image_shape``.
     """
     if isinstance(X, (str, os.PathLike, Image.Image)):
         raise TypeError(
@@ -263,6 +325,11 @@ def read_image_input(estimator, X, *, reset, image_shape=None):
         items = list(X)
         if not items:
             raise ValueError("No images given: X is empty. Pass at least one image.")
+        if any(isinstance(item, (bytes, np.bytes_)) for item in items):
+            raise TypeError(
+                "X holds bytes; file paths must be str or pathlib.Path. Decode them first, for "
+                "example [os.fsdecode(p) for p in X]."
+            )
         is_image = [_is_image_item(item) for item in items]
         if all(is_image):
             is_path = [_image_io.is_path(item) for item in items]
@@ -281,13 +348,7 @@ def read_image_input(estimator, X, *, reset, image_shape=None):
         arr = None if ndim == 2 else np.asarray(X)
         if arr is not None and arr.ndim != 2:
             return "array", check_image_array(arr)
-    rows = validate_data(
-        estimator,
-        X,
-        reset=reset,
-        dtype=[np.float32, np.float64, np.uint8, np.uint16],
-        ensure_min_samples=1,
-    )
+    rows = validate_data(estimator, X, reset=reset, dtype=_PIXEL_DTYPES, ensure_min_samples=1)
     return "array", rows_to_images(rows, image_shape_of_rows(rows.shape[1], image_shape))
 
 
@@ -311,10 +372,5 @@ def check_image_array(arr):
         raise ValueError(
             f"Images must have 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) "
             f"channels; got {arr.shape[3]} in an array of shape {arr.shape}."
-        )
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise ValueError(
-            "Input images contain NaN or infinity. Replace or drop those "
-            "images (for example with np.nan_to_num) before preprocessing."
         )
     return arr

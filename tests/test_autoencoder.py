@@ -216,6 +216,15 @@ def test_transform_before_fit_and_wrong_n_features(fitted):
         fitted.inverse_transform(np.ones((2, 3)))
 
 
+def test_images_of_another_shape_with_as_many_pixels_are_refused(fitted):
+    """A 4x16 image has the 64 pixels of an 8x8 one: it must not be read as one."""
+    strips = np.random.default_rng(0).random((2, 4, 16, 1), dtype=np.float32)
+    for method in (fitted.transform, fitted.score):
+        with pytest.raises(ValueError, match=r"shape \(4, 16, 1\).*fitted on images of shape \(8, 8, 1\)"):
+            method(strips)
+    assert fitted.transform(strips.reshape(2, 64)).shape == (2, 4)  # rows carry no shape to check
+
+
 def test_binary_crossentropy_needs_inputs_in_unit_range():
     with pytest.raises(ValueError, match=r'needs inputs in \[0, 1\].*loss="mse"'):
         AutoencoderEmbedder(loss="binary_crossentropy", **TINY).fit(np.full((20, 16), 3.0))

@@ -6,6 +6,7 @@ import joblib
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.model_selection import GridSearchCV
 
@@ -117,3 +118,33 @@ def test_make_retrieval_pipeline_needs_a_retriever_last():
 def test_importing_the_package_does_not_import_tensorflow():
     code = "import sys, sklearn_imgretrieval; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_partial_fit_streams_chunks_into_one_gallery():
+    images = np.random.default_rng(0).integers(0, 256, size=(60, 12, 12), dtype=np.uint8)
+    labels = np.arange(60) % 3
+    whole = make_retrieval_pipeline(ImagePreprocessor(size=(8, 8)), NearestImageRetriever(n_neighbors=4))
+    whole.fit(images, labels)
+    # color_mode="keep" would take its channels from the first chunk alone, so it is refused
+    with pytest.raises(ValueError, match="ImagePreprocessor.*is not fitted"):
+        clone(whole).partial_fit(images[:10], labels[:10])
+    streamed = make_retrieval_pipeline(
+        ImagePreprocessor(size=(8, 8), color_mode="grayscale"), NearestImageRetriever(n_neighbors=4)
+    )
+    for chunk in np.array_split(np.arange(60), 4):
+        streamed.partial_fit(images[chunk], labels[chunk])
+    assert streamed[-1].n_samples_fit_ == 60
+    np.testing.assert_array_equal(streamed[-1].gallery_labels_, labels)
+    for a, b in zip(whole.kneighbors(images[:5]), streamed.kneighbors(images[:5])):
+        np.testing.assert_allclose(a, b)
+
+
+def test_partial_fit_refuses_a_step_that_learns_from_the_first_chunk():
+    rows = np.random.default_rng(0).random((40, 16), dtype=np.float32)
+    pipe = make_retrieval_pipeline(PCA(4), NearestImageRetriever())
+    with pytest.raises(ValueError, match=r"Step 'pca' \(PCA\) is not fitted.*pipe\[:-1\]\.fit\(sample\)"):
+        pipe.partial_fit(rows[:20])
+    pipe[:-1].fit(rows)  # fitted on a sample: the chunks are embedded alike
+    pipe.partial_fit(rows[:20]).partial_fit(rows[20:])
+    assert pipe[-1].n_samples_fit_ == 40
+    np.testing.assert_allclose(pipe[-1].index_.reconstruct(0, 40), pipe[0].transform(rows), rtol=1e-6, atol=1e-6)

@@ -1,5 +1,9 @@
 import os
 import pathlib
+import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import pandas as pd
@@ -260,3 +264,156 @@ def test_invalid_parameters():
     with pytest.raises(ValueError, match="color_mode"):
         ImagePreprocessor(color_mode="cmyk").fit(np.zeros((1, 4, 4)))
     assert os.fspath(pathlib.Path("x")) == "x"
+
+
+# ------------------------------------------------- pixel scaling rules
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint32, np.uint64])
+def test_other_integer_types_holding_8_bit_values_scale_like_uint8(dtype):
+    images = RNG.integers(0, 128, size=(2, 4, 5), dtype=np.uint8)
+    images[0, 0, 0] = 127 if dtype == np.int8 else 255
+    expected = ImagePreprocessor().fit_transform(images)
+    np.testing.assert_array_equal(ImagePreprocessor().fit_transform(images.astype(dtype)), expected)
+    rows = images.reshape(2, -1).astype(dtype)  # the 2-D path keeps the type too
+    np.testing.assert_array_equal(ImagePreprocessor().fit_transform(rows), expected)
+    as_list = ImagePreprocessor().fit_transform(list(images.astype(dtype)))
+    np.testing.assert_array_equal(as_list, expected)
+
+
+@pytest.mark.parametrize("dtype, low, high", [(np.int8, -1, 5), (np.int64, 0, 256), (np.uint32, 0, 70000)])
+def test_integers_outside_8_bits_are_refused_with_their_range(dtype, low, high):
+    images = np.zeros((1, 2, 2), dtype=dtype)
+    images[0, 0] = low, high
+    message = rf"{np.dtype(dtype).name} pixels range from {low} to {high}.*cast 16-bit images to uint16"
+    with pytest.raises(ValueError, match=message):
+        ImagePreprocessor().fit(images)
+    with pytest.raises(ValueError, match=message):
+        ImagePreprocessor().fit(images.reshape(1, -1))
+    with pytest.raises(ValueError, match=rf"array of shape \(2, 2\): {message}"):
+        ImagePreprocessor().fit_transform(list(images))
+
+
+def test_bool_images_are_zero_or_one():
+    images = np.eye(3, dtype=bool)[None]
+    np.testing.assert_array_equal(ImagePreprocessor().fit_transform(images), np.eye(3, dtype=np.float32).reshape(1, -1))
+
+
+def test_floats_beyond_float32_or_not_finite_are_refused_on_every_path():
+    huge = np.full((1, 2, 2), 1e300)
+    for X in (huge, huge.reshape(1, -1)):
+        with pytest.raises(ValueError, match="beyond float32's range"):
+            ImagePreprocessor().fit_transform(X)
+    pre = ImagePreprocessor().fit(np.zeros((1, 2, 2)))
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        pre.transform(huge)
+    with pytest.raises(ValueError, match=r"array of shape \(2, 2\): pixels include NaN or infinity"):
+        ImagePreprocessor().fit_transform([np.zeros((2, 2)), np.full((2, 2), np.nan)])
+
+
+def test_thirty_two_bit_and_float_files(tmp_path):
+    wide = tmp_path / "wide.tif"
+    Image.fromarray(np.array([[0, 1_000_000]], dtype=np.int32)).save(wide)
+    sixteen = tmp_path / "sixteen.tif"
+    Image.fromarray(np.array([[0, 65535]], dtype=np.int32)).save(sixteen)
+    nan = tmp_path / "nan.tif"
+    Image.fromarray(np.array([[0.5, np.nan]], dtype=np.float32)).save(nan)
+    with Image.open(wide) as image:
+        assert image.mode == "I"
+    with pytest.raises(ValueError, match=rf"{wide}: 32-bit integer pixels range from 0 to 1000000"):
+        ImagePreprocessor().fit_transform([wide])
+    np.testing.assert_array_equal(ImagePreprocessor().fit_transform([sixteen]), [[0.0, 1.0]])
+    with pytest.raises(ValueError, match=rf"{nan}: pixels include NaN or infinity"):
+        ImagePreprocessor().fit_transform([nan])
+
+
+def test_arrays_of_other_channel_counts_and_bytes_paths_are_named():
+    with pytest.raises(ValueError, match=r"array of shape \(16, 16, 5\): has 5 channels; images have 1"):
+        ImagePreprocessor(size=(16, 16)).fit([np.zeros((16, 16, 1)), np.zeros((16, 16, 5))])
+    pre = ImagePreprocessor(size=(4, 4)).fit([np.zeros((16, 16, 1))])
+    with pytest.raises(ValueError, match="has 5 channels"):
+        pre.transform([np.zeros((16, 16, 5))])
+    for paths in ([b"/photos/a.jpg"], np.array([b"/photos/a.jpg"])):
+        with pytest.raises(TypeError, match=r"X holds bytes; file paths must be str.*os.fsdecode"):
+            ImagePreprocessor().fit(paths)
+
+
+def test_an_absurd_size_is_refused_at_fit_with_the_memory_it_needs():
+    with pytest.raises(
+        ValueError, match=r"100000x100000 .*111.8 GiB of float32 per image \(3 channels\).*MAX_IMAGE_PIXELS"
+    ):
+        ImagePreprocessor(size=(100_000, 100_000)).fit(np.zeros((1, 4, 4, 3)))
+    assert ImagePreprocessor(size=(2000, 2000)).fit(np.zeros((1, 4, 4))).image_shape_ == (2000, 2000, 1)
+
+
+def test_long_failure_lists_are_capped_with_a_count(tmp_path):
+    paths = []
+    for i in range(25):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_text("not an image")
+    with pytest.raises(ValueError) as error:
+        ImagePreprocessor().fit(paths)
+    lines = str(error.value).splitlines()
+    assert lines[0] == "Could not read 25 of 25 images:"
+    assert sum("not an image Pillow can read" in line for line in lines) == 20 and "  ... and 5 more" in lines
+
+
+# ---------------------------------------------------------- large images
+def test_large_images_are_shrunk_before_rotation_and_conversion(tmp_path):
+    yy, xx = np.mgrid[0:600, 0:900]
+    photo = ((np.stack([np.sin(xx / 60), np.cos(yy / 50), np.sin((xx + yy) / 80)], -1) * 0.5 + 0.5) * 255).astype(
+        np.uint8
+    )
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "large.png"
+    Image.fromarray(photo).save(path, exif=exif)
+    for crop in (None, "center"):
+        out = ImagePreprocessor(size=(40, 30), crop=crop, flatten=False).fit_transform([path])[0]
+        upright = Image.fromarray(np.ascontiguousarray(np.rot90(photo, k=-1)))  # orientation 6, shown upright
+        if crop:
+            side = min(upright.size)
+            left, top = (upright.width - side) // 2, (upright.height - side) // 2
+            upright = upright.crop((left, top, left + side, top + side))
+        direct = np.asarray(upright.resize((30, 40), Image.Resampling.BILINEAR), dtype=np.float32) / 255
+        assert np.abs(out - direct).mean() < 0.02
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the process's memory from /proc (Linux)")
+def test_memory_follows_the_output_size_not_the_file(tmp_path):
+    """A 6000x6000 PNG (34 MiB decoded) resized to 32x32 costs one decoded copy, not three."""
+    path = tmp_path / "huge.png"
+    Image.new("L", (6000, 6000), 128).save(path)
+    code = textwrap.dedent(
+        f"""
+        import numpy as np
+        from sklearn_imgretrieval import ImagePreprocessor
+
+        def kib(field):  # VmHWM, the peak, is the new process's own (ru_maxrss keeps the parent's)
+            line = next(line for line in open("/proc/self/status") if line.startswith(field + ":"))
+            return int(line.split()[1])
+
+        ImagePreprocessor(size=(8, 8)).fit_transform(np.zeros((1, 16, 16), np.uint8))  # imports, allocator
+        before = kib("VmRSS")
+        out = ImagePreprocessor(size=(32, 32)).fit_transform([{str(path)!r}])
+        assert out.shape == (1, 1024)
+        print((kib("VmHWM") - before) / 1024)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 1.5 * 6000 * 6000 / 2**20
+
+
+def test_ctrl_c_drops_the_queued_decodes():
+    from sklearn_imgretrieval import _image_io
+
+    calls = []
+
+    def decode(item):
+        calls.append(item)
+        if item == 0:
+            raise KeyboardInterrupt
+        time.sleep(0.01)
+
+    with pytest.raises(KeyboardInterrupt):
+        _image_io.map_threads(decode, list(range(500)), n_jobs=2)
+    assert len(calls) < 100

@@ -215,6 +215,28 @@ def test_fine_tuning_needs_labels():
         PretrainedCNNEmbedder(fine_tune=True, **RANDOM).fit(images)
 
 
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ([0.0, 1.0, np.nan, 1.0], r"1 missing label\(s\) \(NaN or None\), the first at position 2"),
+        (["cat", None, "dog", "cat"], r"1 missing label\(s\) \(NaN or None\), the first at position 1"),
+        (["cat"] * 4, r"a single class \('cat'\).*needs at least 2.*fine_tune=False"),
+    ],
+)
+def test_fine_tuning_refuses_missing_labels_and_a_single_class_before_building(labels, message, monkeypatch):
+    images = np.zeros((4, 32, 32, 3), dtype=np.float32)
+    embedder = PretrainedCNNEmbedder(fine_tune=True, **RANDOM)
+    monkeypatch.setattr(embedder, "_build_models", lambda *args, **kwargs: pytest.fail("built before the check"))
+    with pytest.raises(ValueError, match=message):
+        embedder.fit(images, labels)
+
+
+def test_lite0_refuses_images_of_another_shape_with_as_many_pixels():
+    embedder = PretrainedCNNEmbedder(**RANDOM).fit(np.zeros((2, 16, 16, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"shape \(8, 32, 3\).*fitted on images of shape \(16, 16, 3\)"):
+        embedder.transform(np.zeros((2, 8, 32, 3), dtype=np.float32))
+
+
 # ------------------------------------------------------------------ errors
 def test_clear_errors():
     images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)

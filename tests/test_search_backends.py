@@ -18,7 +18,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import NearestNeighbors
 
 from sklearn_imgretrieval import NearestImageRetriever, make_retrieval_pipeline
-from sklearn_imgretrieval.neighbors._faiss import auto_n_cells, auto_pq_bits, auto_pq_m
+from sklearn_imgretrieval.neighbors._faiss import FlatIndex, auto_n_cells, auto_pq_bits, auto_pq_m
 
 EXACT = ("auto", "brute", "kd_tree", "ball_tree", "flat")
 APPROXIMATE = ("ivf", "hnsw", "ivfpq")
@@ -272,3 +272,56 @@ def test_auto_parameters():
     assert auto_n_cells(20) == 1
     assert auto_pq_m(128) == 32 and auto_pq_m(1280) == 320 and auto_pq_m(10) == 2
     assert auto_pq_bits(10_000) == 8 and auto_pq_bits(5000) == 7 and auto_pq_bits(3) == 1
+
+
+@pytest.mark.parametrize("algorithm", EXACT + APPROXIMATE)
+def test_remove_forgets_rows_and_renumbers_the_rest(clustered, algorithm):
+    X, y, queries = clustered
+    removed = np.arange(0, len(X), 7)
+    kept = np.setdiff1d(np.arange(len(X)), removed)
+    retriever = NearestImageRetriever(n_neighbors=5, algorithm=algorithm, n_probe=64, random_state=0).fit(X, y)
+    retriever.remove(removed)
+    assert retriever.n_samples_fit_ == len(kept)
+    np.testing.assert_array_equal(retriever.gallery_labels_, y[kept])
+    found = retriever.kneighbors(queries, return_distance=False)
+    truth = _reference(X[kept], "euclidean").kneighbors(queries, n_neighbors=5, return_distance=False)
+    if algorithm in EXACT:
+        assert _recall(found, truth) == 1.0
+    else:  # as good as an index built on the kept rows alone
+        fresh = NearestImageRetriever(n_neighbors=5, algorithm=algorithm, n_probe=64, random_state=0).fit(X[kept])
+        assert _recall(found, truth) >= _recall(fresh.kneighbors(queries, return_distance=False), truth) - 0.03
+    retriever.partial_fit(X[removed], y[removed])  # still grows afterwards
+    assert retriever.n_samples_fit_ == len(X)
+
+
+def test_remove_checks_its_indices(clustered):
+    X, _, _ = clustered
+    retriever = NearestImageRetriever().fit(X[:10])
+    with pytest.raises(ValueError, match=r"in \[0, 10\)"):
+        retriever.remove([3, 10])
+    assert retriever.n_samples_fit_ == 10
+
+
+def test_a_stored_index_of_another_kind_or_size_is_refused(clustered):
+    X, _, _ = clustered
+    flat = NearestImageRetriever(algorithm="flat").fit(X)
+    posing = pickle.loads(pickle.dumps(NearestImageRetriever(algorithm="hnsw").fit(X).index_))
+    posing.__class__ = FlatIndex  # an HNSW graph posing as a flat index
+    with pytest.raises(ValueError, match="IndexHNSWFlat, not the IndexFlat"):
+        pickle.loads(pickle.dumps(posing))
+    narrower = NearestImageRetriever(algorithm="flat").fit(X[:, :8])
+    state = dict(flat.__getstate__())
+    state["index_"] = narrower.index_
+    with pytest.raises(ValueError, match="8 dimensions but the retriever was fitted on 16 features"):
+        NearestImageRetriever().__setstate__(state)
+
+
+@pytest.mark.parametrize("algorithm", ("auto", "brute", "hnsw"))
+def test_kneighbors_of_gallery_items_equals_leave_one_out(clustered, algorithm):
+    X, _, _ = clustered
+    retriever = NearestImageRetriever(n_neighbors=4, algorithm=algorithm, random_state=0).fit(X)
+    items = [5, 0, 999]
+    for a, b in zip(retriever.kneighbors_of_gallery(items), retriever.kneighbors()):
+        np.testing.assert_array_equal(a, b[items])
+    with pytest.raises(ValueError, match=r"in \[0, 1200\)"):
+        retriever.kneighbors_of_gallery([1200])

@@ -12,7 +12,7 @@ import os
 import sys
 
 from .._version import __version__
-from . import dedupe, demo, evaluate, index, query
+from . import _common, dedupe, demo, evaluate, index, query
 from ._common import UsageError
 
 __all__ = ["build_parser", "main"]
@@ -34,16 +34,22 @@ def build_parser():
 
 
 def main(argv=None):
-    """Run the command line; returns the exit status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Run the command line; returns the exit status.
+
+    Errors end with their whole message (a decoding error lists every
+    failing file) and status 2; Ctrl-C with one line saying what was
+    written, and status 130. Neither shows a traceback.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines are noise here
     args = build_parser().parse_args(argv)
+    _common.written.clear()
     try:
         args.run(args)
-    except UsageError as exc:
-        print(f"imgretrieval: error: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, OSError, ImportError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"imgretrieval: error: {message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        kept = ", ".join(_common.written)
+        print(f"imgretrieval: interrupted; {f'kept {kept}' if kept else 'nothing written'}", file=sys.stderr)
+        return 130
+    except (UsageError, ValueError, OSError, ImportError) as exc:
+        print(f"imgretrieval: error: {str(exc) or type(exc).__name__}", file=sys.stderr)
         return 2
     return 0

@@ -1,8 +1,11 @@
-"""What the subcommands share: the usage error, progress bars, embedder names,
-folder listing and the metrics table. Only light modules are imported here;
-Keras comes with the first embedder a command builds.
+"""What the subcommands share: the usage error, argument types, output files,
+progress bars, embedder names, folder listing and the metrics table. Only
+light modules are imported here; Keras comes with the first embedder a
+command builds.
 """
 
+import argparse
+import contextlib
 import sys
 import time
 import warnings
@@ -10,74 +13,190 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import atomic_write, check_output_path
+
 EMBEDDERS = ("lite0", "autoencoder", "vae", "pca")
-_CHUNK = 256  # images decoded or embedded between two progress updates
+#: Embedders that learn from the folder itself, and so need more than one image.
+LEARNED_EMBEDDERS = ("autoencoder", "vae", "pca")
+
+#: Files written by this run, named in the message after Ctrl-C.
+written = []
 
 
 class UsageError(Exception):
-    """A problem with the user's input: reported in one line, exit status 2."""
+    """A problem with the user's input: reported with its message, exit status 2."""
 
 
-def progress(done, total, label, started):
-    """A one-line progress bar on stderr, redrawn in place on a terminal."""
-    if not sys.stderr.isatty() and done < total:
-        return
-    width = 30
-    filled = int(width * done / max(total, 1))
-    elapsed = time.perf_counter() - started
-    line = f"{label:<10} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {elapsed:5.1f}s"
-    end = "\n" if done >= total else ""
-    print(("\r" if sys.stderr.isatty() else "") + line, end=end, file=sys.stderr, flush=True)
+def positive_int(text):
+    """argparse type: an integer of at least 1 (0 would be silently meaningless)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
-def in_chunks(function, items, label):
-    """``function`` over ``items`` in chunks, stacked, with a progress bar."""
-    started = time.perf_counter()
-    parts = []
-    for start in range(0, len(items), _CHUNK):
-        parts.append(function(items[start : start + _CHUNK]))
-        progress(min(start + _CHUNK, len(items)), len(items), label, started)
-    return np.concatenate(parts)
+def check_figure_path(path):
+    """Check a picture's path before any work: writable, and a format matplotlib writes."""
+    from ..plotting import _pyplot
+
+    check_output_path(path)
+    _pyplot()  # a missing matplotlib is reported now, not after the work
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise UsageError(
+            f"{path}: matplotlib cannot write {'.' + suffix if suffix else 'files without an extension'}; "
+            f"name the picture with one of {', '.join('.' + name for name in sorted(formats))}."
+        )
 
 
-def make_embedder(name, *, epochs, batch_size, random_state=0):
-    """The embedder a command-line name stands for."""
+def save_figure(fig, path):
+    """Write ``fig`` to ``path`` atomically, in the format its extension names."""
+    with atomic_write(path) as file:
+        fig.savefig(file, format=Path(path).suffix.lower().lstrip("."), dpi=100, bbox_inches="tight")
+    written.append(str(path))
+
+
+def save_index(index, path):
+    """Write an ImageIndex in the safe format, atomically."""
+    from ..persistence import save
+
+    save(index, path)
+    written.append(str(path))
+
+
+def check_enough_images(embedder_name, n_images, where):
+    """A learned embedder cannot learn anything from a single image."""
+    if embedder_name in LEARNED_EMBEDDERS and n_images < 2:
+        raise UsageError(
+            f"--embedder {embedder_name} learns from the images themselves and needs at least 2; "
+            f"{where} has {n_images}. Use --embedder lite0 (pretrained, no training) for so few images."
+        )
+
+
+@contextlib.contextmanager
+def printed_warnings():
+    """Print the library's warnings as one ``imgretrieval: warning:`` line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for warning in caught:
+                print(f"imgretrieval: warning: {warning.message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def progress_bars():
+    """A ``progress(stage, done, total)`` callback drawing one tqdm bar per stage on stderr."""
+    from tqdm import tqdm
+
+    bars = {}
+
+    def progress(stage, done, total):
+        if stage not in bars:
+            bars[stage] = tqdm(total=total, desc=f"{stage:<9}", unit="image", file=sys.stderr, disable=None)
+        bar = bars[stage]
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        yield progress
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
+#: What each command-line embedder means when an option is left out.
+EMBEDDER_DEFAULTS = {
+    "lite0": {"size": [224, 224], "color": "rgb", "dims": None},
+    "pca": {"size": [64, 64], "color": "grayscale", "dims": 64},
+    "autoencoder": {"size": [64, 64], "color": "grayscale", "dims": 64},
+    "vae": {"size": [64, 64], "color": "grayscale", "dims": 32},
+}
+_BACKBONE_DEFAULTS = {"size": [224, 224], "color": "rgb", "dims": None}  # keras.applications names
+
+
+def embedder_settings(args, stored=None):
+    """The embedder's settings: the options given, else ``stored`` (an index's), else the defaults.
+
+    With ``stored``, an option that differs from it is an error: an index
+    must embed every image the same way.
+    """
+    given = {
+        "embedder": args.embedder,
+        "size": None if args.size is None else list(args.size),
+        "color": args.color,
+        "dims": args.dims,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+    }
+    if stored is not None:
+        for key, value in given.items():
+            if value is not None and key in stored and stored[key] != value:
+                option = "--" + key.replace("_", "-")
+                raise UsageError(
+                    f"the index was built with {option} {_shown(stored[key])}, not {_shown(value)}; an update must "
+                    f"embed like the index did. Leave {option} out, or build a new index without --update."
+                )
+        return {key: stored.get(key, value) for key, value in given.items()}
+    name = given["embedder"] or "lite0"
+    defaults = EMBEDDER_DEFAULTS.get(name, _BACKBONE_DEFAULTS)
+    settings = {"embedder": name, **{key: given[key] if given[key] is not None else defaults[key] for key in defaults}}
+    settings["epochs"] = given["epochs"] or 10
+    settings["batch_size"] = given["batch_size"]
+    return settings
+
+
+def _shown(value):
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def make_embedder(settings, random_state=0):
+    """The embedder the settings of :func:`embedder_settings` stand for."""
+    name, dims, batch = settings["embedder"], settings["dims"], settings["batch_size"]
     if name == "pca":
         from sklearn.decomposition import PCA
 
-        return PCA(n_components=64, random_state=random_state)
+        return PCA(n_components=dims, random_state=random_state)
     if name in ("autoencoder", "vae"):
         from .. import AutoencoderEmbedder, VAEEmbedder
 
         cls = AutoencoderEmbedder if name == "autoencoder" else VAEEmbedder
-        params = dict(latent_dim=64 if name == "autoencoder" else 32, epochs=epochs, random_state=random_state)
-        if batch_size:
-            params["batch_size"] = batch_size
+        params = dict(latent_dim=dims, epochs=settings["epochs"], random_state=random_state)
+        if batch:
+            params["batch_size"] = batch
         return cls(architecture="conv", **params)
     from .. import PretrainedCNNEmbedder
 
-    params = {"batch_size": batch_size} if batch_size else {}
+    params = {"batch_size": batch} if batch else {}
     if name == "lite0":
         return PretrainedCNNEmbedder(**params)
     return PretrainedCNNEmbedder(backbone=name, weights="imagenet", **params)
 
 
+def make_preprocessor(settings):
+    from .. import ImagePreprocessor
+
+    return ImagePreprocessor(size=tuple(settings["size"]), color_mode=settings["color"], n_jobs=-1)
+
+
 def fit_components_to(embedder, n_samples, n_features):
-    """Lower PCA's 64 components to what a small folder allows."""
+    """Lower PCA's components to what a small folder allows."""
     if hasattr(embedder, "n_components"):
         embedder.set_params(n_components=min(embedder.n_components, n_samples, n_features))
     return embedder
 
 
-def default_size(embedder_name):
-    return (64, 64) if embedder_name in ("pca", "autoencoder", "vae") else (224, 224)
-
-
-def color_mode(embedder_name):
-    return "grayscale" if embedder_name in ("pca", "autoencoder", "vae") else "rgb"
-
-
-def list_folder(folder):
+def list_folder(folder, verify=True):
+    """Paths, labels and class names of the images of ``folder``; with ``verify``
+    only the readable ones, the others named in one warning."""
+    from .._image_io import IMAGE_EXTENSIONS
     from ..datasets import load_image_folder
 
     if not Path(folder).is_dir():
@@ -85,12 +204,16 @@ def list_folder(folder):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            paths, labels, class_names = load_image_folder(folder, verify=True, n_jobs=-1)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
+            found = load_image_folder(folder, verify=verify, n_jobs=-1)
+        except ValueError:  # the folder exists, so: no readable image in it
+            found = None
     for warning in caught:
         print(f"imgretrieval: warning: {warning.message}", file=sys.stderr)
-    return paths, labels, class_names
+    if found is None:
+        raise UsageError(
+            f"No readable image files in {folder}: looked for {', '.join(IMAGE_EXTENSIONS)} files, in subfolders too."
+        )
+    return found
 
 
 def labelled_dataset(name):
@@ -110,6 +233,11 @@ def labelled_dataset(name):
         Xq, yq = load_fashion_mnist("test")
         return Xg, yg, Xq, yq, (28, 28)
     paths, labels, _ = list_folder(name)
+    if len(paths) < 2:
+        raise UsageError(
+            f"{name} has {len(paths)} image; evaluate splits a folder into gallery images and "
+            "queries, so it needs at least 2 (and a few per subfolder to mean much)."
+        )
     paths = np.asarray(paths, dtype=object)
     stratify = labels if np.bincount(labels).min() >= 2 else None
     Pg, Pq, yg, yq = train_test_split(paths, labels, test_size=0.25, stratify=stratify, random_state=0)
@@ -146,13 +274,36 @@ def evaluate(name, steps, data):
     return name, scores, time.perf_counter() - started
 
 
-def embedder_arguments(parser, default="lite0"):
-    parser.add_argument(
+def embedder_arguments(parser):
+    """The options that say how images are embedded, with their defaults in --help."""
+    group = parser.add_argument_group("embedding (defaults depend on --embedder)")
+    group.add_argument(
         "--embedder",
-        default=default,
-        help=f"{', '.join(EMBEDDERS)}, or a keras.applications backbone name such as "
-        f"mobilenet_v3_small (ImageNet weights; downloaded once). Default: {default}.",
+        help=f"{', '.join(EMBEDDERS)}, or a keras.applications backbone name such as mobilenet_v3_small "
+        "(ImageNet weights, downloaded once). Default: lite0, EfficientNet-Lite0 with its bundled "
+        "ImageNet weights (offline, nothing to train)",
     )
-    parser.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="resize images to H x W")
-    parser.add_argument("--batch-size", type=int, default=None, help="batch size of the embedder")
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs (autoencoder, vae)")
+    group.add_argument(
+        "--size",
+        nargs=2,
+        type=positive_int,
+        metavar=("H", "W"),
+        help="resize images to H x W. Default: 224 224 for lite0 and backbones, 64 64 for pca, autoencoder, vae",
+    )
+    group.add_argument(
+        "--color",
+        choices=("rgb", "grayscale"),
+        help="colour of the images the embedder sees. Default: rgb for lite0 and backbones, grayscale for the others",
+    )
+    group.add_argument(
+        "--dims",
+        type=positive_int,
+        help="size of the embedding of pca, autoencoder and vae. Default: 64, 64 and 32 "
+        "(lite0 gives 1280, fixed by the network)",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="images per batch through the network. Default: the embedder's own (32 for lite0, 128 for the others)",
+    )
+    group.add_argument("--epochs", type=positive_int, help="training epochs of autoencoder and vae. Default: 10")

@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import UsageError, list_folder
+from .._files import atomic_write, check_output_path
+from ._common import UsageError, check_figure_path, list_folder, positive_int, save_figure, written
 
 _METHODS = ("cnn", "phash", "dhash", "ahash", "whash")
 _GROUPS_PRINTED = 20
@@ -50,7 +51,9 @@ def add_parser(commands, formatter):
         "bits for hashes (default for 64 bits: phash 10, dhash 6, ahash 2, whash 2)",
     )
     parser.add_argument("--hash-size", type=int, default=8, help="side of the hash's bit grid, a power of two")
-    parser.add_argument("--top-k", type=int, metavar="K", help="keep at most each image's K nearest duplicates")
+    parser.add_argument(
+        "--top-k", type=positive_int, metavar="K", help="keep at most each image's K nearest duplicates"
+    )
     parser.add_argument("--robust", action="store_true", help="also find mirrored (horizontally flipped) copies")
     parser.add_argument("--csv", metavar="FILE", help="write the pairs: group, first, second, distance")
     parser.add_argument("--json", metavar="FILE", help="write the groups, the pairs and each image's duplicates")
@@ -85,16 +88,13 @@ def _undo(log):
 
 def _check_outputs(args):
     """Every file and folder the command will write, checked before any image is read."""
-    from .._files import check_output_path
     from ..duplicates import check_move_target
 
-    for path in (args.csv, args.json, args.plot):
+    for path in (args.csv, args.json):
         if path:
             check_output_path(path)
     if args.plot:
-        from ..plotting import _pyplot
-
-        _pyplot()  # a missing matplotlib is reported now, not after the search
+        check_figure_path(args.plot)
     if args.move_to:
         check_move_target(args.move_to, args.folder, args.reference)
         if not args.move_log:
@@ -129,17 +129,14 @@ def _print_summary(found, redundant, args):
 
 
 def _write_csv(found, path):
-    from .._files import atomic_write
-
     with atomic_write(path, "w") as file:
         writer = csv.DictWriter(file, fieldnames=["group", "first", "second", "distance"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(found.pair_rows())
+    written.append(str(path))
 
 
 def _write_json(found, redundant, path):
-    from .._files import atomic_write
-
     def name(index):
         item = found.items[index]
         return item if isinstance(item, str) else int(item)
@@ -155,15 +152,7 @@ def _write_json(found, redundant, path):
     }
     with atomic_write(path, "w") as file:
         json.dump(record, file, indent=1)
-
-
-def _save_plot(found, kept, path):
-    from .._files import atomic_write
-    from ..plotting import plot_duplicates
-
-    fig = plot_duplicates(found, keep=sorted(kept))
-    with atomic_write(path, "wb") as file:
-        fig.savefig(file, format="png", dpi=100, bbox_inches="tight")
+    written.append(str(path))
 
 
 def run(args):
@@ -204,11 +193,14 @@ def run(args):
         _write_json(found, redundant, args.json)
         print(f"wrote {args.json}", file=sys.stderr)
     if args.plot and found.groups:
-        _save_plot(found, kept, args.plot)
+        from ..plotting import plot_duplicates
+
+        save_figure(plot_duplicates(found, keep=sorted(kept)), args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
     elif args.plot:
         print(f"no groups of duplicates: {args.plot} not written", file=sys.stderr)
     if args.move_to and len(redundant):
+        written.append(f"the log of the moves, {args.move_log}")
         moves = move_duplicates(found, args.move_to, root=args.folder, log=args.move_log)
         print(f"moved {len(moves)} files to {args.move_to}; undo with: imgretrieval dedupe --undo {args.move_log}")
     elif args.move_to:

@@ -4,49 +4,130 @@ import json
 import sys
 from pathlib import Path
 
-from ._common import UsageError
+from .._files import check_output_path
+from ..persistence import pickle_kind
+from ._common import UsageError, check_figure_path, positive_int, save_figure, save_index
 
-MODEL_FORMAT = "sklearn-imgretrieval-index"
+#: ``format`` of the dictionaries that earlier versions pickled as index files.
+PICKLED_INDEX_FORMAT = "sklearn-imgretrieval-index"
 
 
 def add_parser(commands, formatter):
     parser = commands.add_parser(
         "query",
         help="find the nearest indexed images of query images",
-        description="Print each query image's nearest indexed images with their distances.",
-        epilog="example:\n  imgretrieval query photos.joblib cat.jpg -k 5 --plot answers.png",
+        description="Print each query image's nearest indexed images with their distances. "
+        "Index files written by earlier versions are pickles, which can run code when loaded: "
+        "they are refused unless you pass --trust-pickle, and --convert-to rewrites them once "
+        "in the safe format.",
+        epilog="example:\n  imgretrieval query photos.idx cat.jpg -k 5 --plot answers.png\n\n"
+        "an index from an earlier version (a pickle: only one you made or trust), rewritten once:\n"
+        "  imgretrieval query old.joblib --trust-pickle --convert-to photos.idx",
         formatter_class=formatter,
     )
-    parser.add_argument("model", help="model file written by `imgretrieval index`")
-    parser.add_argument("images", nargs="+", help="query image files")
-    parser.add_argument("-k", type=int, default=5, help="neighbours per query (default: 5)")
+    parser.add_argument("index", help="index file written by `imgretrieval index`")
+    parser.add_argument("images", nargs="*", help="query image files")
+    parser.add_argument("-k", type=positive_int, default=5, help="neighbours per query (default: 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--plot", metavar="PNG", help="also save a picture of the answers")
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="load an index file that is a pickle (from an earlier version). Loading a pickle "
+        "runs any code its author put in it: only for files you made or trust",
+    )
+    parser.add_argument("--convert-to", metavar="FILE", help="write the index in the safe format to FILE")
+    parser.add_argument(
+        "--root",
+        metavar="FOLDER",
+        help="where the indexed folder is now, when it has moved since indexing: answers (and --plot) "
+        "name the files there",
+    )
     parser.set_defaults(run=run)
 
 
-def _load_model(path):
+def _index_from_pickle(path):
+    """The ImageIndex in a pickle the user trusts: an earlier version's index dict."""
     import joblib
 
-    if not Path(path).is_file():
-        raise UsageError(f"no model file at {path}")
+    from ..indexing import ImageIndex
+
     try:
-        model = joblib.load(path)
-    except Exception as exc:  # any unpickling failure means: not one of ours
-        raise UsageError(f"{path} is not a model saved by `imgretrieval index` ({type(exc).__name__})") from exc
-    if not isinstance(model, dict) or model.get("format") != MODEL_FORMAT:
-        raise UsageError(f"{path} is not a model saved by `imgretrieval index`")
-    return model
+        content = joblib.load(path)
+    except Exception as exc:  # any unpickling failure means: not an index
+        raise UsageError(f"{path} is not an index file: unpickling failed ({type(exc).__name__}: {exc})") from exc
+    if isinstance(content, ImageIndex):
+        return content
+    if isinstance(content, dict) and content.get("format") == PICKLED_INDEX_FORMAT and "pipeline" in content:
+        return ImageIndex(
+            content["pipeline"],
+            content.get("paths", []),
+            labels=content.get("labels"),
+            class_names=content.get("class_names"),
+            settings={"embedder": content.get("embedder")},
+        )
+    raise UsageError(f"{path} is a pickle, but not of an index written by `imgretrieval index`.")
+
+
+def read_index(path, *, trust_pickle=False, root=None):
+    """Load an index file: the safe format, or a pickle only with ``trust_pickle``."""
+    from ..indexing import load_index
+
+    kind = pickle_kind(path)
+    if kind is None:
+        return load_index(path, root=root)
+    if not trust_pickle:
+        raise UsageError(
+            f"{path} is {kind}, which imgretrieval does not load: loading a pickle can run any code "
+            "its author put in it. If you made this file (an index from an earlier version) or trust "
+            "where it came from, pass --trust-pickle, with --convert-to photos.idx to rewrite it once "
+            "in the safe format."
+        )
+    return _index_from_pickle(path)
+
+
+def _batch_for(pipeline, n_images):
+    """Embed the queries in one batch of their own size.
+
+    Networks pad every batch to ``batch_size`` rows so that an embedding does
+    not depend on its batch-mates; for a few queries that is mostly padding
+    (32 images through the network for one). A query's embedding then
+    differs from the gallery's computation by float rounding (~1e-7), which
+    no ranking sees.
+    """
+    for _, step in pipeline.steps[:-1]:
+        if "batch_size" in getattr(step, "get_params", dict)():
+            step.set_params(batch_size=max(1, min(step.batch_size, n_images)))
 
 
 def run(args):
-    model = _load_model(args.model)
+    if not args.images and not args.convert_to:
+        raise UsageError("give at least one query image (or only --convert-to FILE to convert the index)")
+    # Every output is checked before the index is loaded or an image decoded.
+    if args.convert_to:
+        check_output_path(args.convert_to)
+    if args.plot:
+        check_figure_path(args.plot)
+    if not Path(args.index).is_file():
+        raise UsageError(f"no index file at {args.index}")
     missing = [image for image in args.images if not Path(image).is_file()]
     if missing:
         raise UsageError(f"no such image file: {', '.join(missing)}")
-    gallery = model["paths"]
+    index = read_index(args.index, trust_pickle=args.trust_pickle, root=args.root)
+    if args.convert_to:
+        save_index(index, args.convert_to)
+        print(f"wrote {args.convert_to}: the index in the safe format", file=sys.stderr)
+    elif args.trust_pickle and pickle_kind(args.index):
+        print(
+            f"imgretrieval: note: add --convert-to photos.idx to stop needing --trust-pickle for {args.index}",
+            file=sys.stderr,
+        )
+    if not args.images:
+        return
+    gallery = index.paths
     k = min(args.k, len(gallery))
-    distances, indices = model["pipeline"].kneighbors(args.images, n_neighbors=k)
+    _batch_for(index.pipeline, len(args.images))
+    distances, indices = index.kneighbors(args.images, n_neighbors=k)
     results = [
         {
             "query": query,
@@ -64,6 +145,5 @@ def run(args):
     if args.plot:
         from ..plotting import plot_retrieval
 
-        fig = plot_retrieval(args.images, gallery, indices, distances)
-        fig.savefig(args.plot, dpi=100, bbox_inches="tight")
+        save_figure(plot_retrieval(args.images, gallery, indices, distances), args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)

@@ -1,10 +1,14 @@
 """Keras embedders: images (rows or 4-D arrays) to embeddings.
 
 Importing this package does not import Keras: each estimator's module does,
-and is loaded on first access of its name (PEP 562).
+and is loaded on first access of its name (PEP 562). Before that first
+import, TensorFlow's C++ INFO lines (CPU instruction notices printed on
+every start) are turned off unless ``TF_CPP_MIN_LOG_LEVEL`` is already set;
+its warnings and errors still show.
 """
 
 import importlib
+import os
 
 # public name -> private module defining it
 _EMBEDDERS = {
@@ -18,6 +22,7 @@ __all__ = sorted(_EMBEDDERS)
 
 def __getattr__(name):
     if name in _EMBEDDERS:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
         value = getattr(importlib.import_module(_EMBEDDERS[name], __name__), name)
         globals()[name] = value
         return value

@@ -133,6 +133,25 @@ class GeneralizedMeanPooling2D(keras.layers.Layer):
         return {**super().get_config(), "p": self.p, "epsilon": self.epsilon}
 
 
+def _check_labels(y):
+    """Labels a head can be trained on: no missing ones, at least two classes."""
+    y = column_or_1d(y, warn=True)
+    missing = np.flatnonzero([label is None or (isinstance(label, float) and label != label) for label in y.tolist()])
+    if missing.size:
+        raise ValueError(
+            f"y has {missing.size} missing label(s) (NaN or None), the first at position {missing[0]}. "
+            "Fine-tuning needs a label for every image: drop the unlabelled images or label them."
+        )
+    classes = set(y.tolist())  # not np.unique: labels of mixed types are LabelEncoder's to report
+    if len(classes) < 2:
+        raise ValueError(
+            f"y holds a single class ({classes.pop()!r}); fine-tuning learns to tell classes apart and "
+            "needs at least 2. Give images of several classes, or set fine_tune=False to use the "
+            "backbone's features."
+        )
+    return y
+
+
 _POOLING = {
     "avg": keras.layers.GlobalAveragePooling2D,
     "max": keras.layers.GlobalMaxPooling2D,
@@ -289,6 +308,11 @@ class PretrainedCNNEmbedder(KerasEmbedder):
     def _keras_models(self):
         return ("embedder_", "head_") if self.fine_tune else ("embedder_",)
 
+    @property
+    def _fitted_from_any_sample(self):
+        # Without fine-tuning, fit only builds the network for the images' shape.
+        return not self.fine_tune
+
     # -------------------------------------------------------------- input
     def _infer_image_shape(self, n_features):
         # A pretrained network takes any image, so any row length works.
@@ -433,14 +457,15 @@ class PretrainedCNNEmbedder(KerasEmbedder):
                 "per image, or set fine_tune=False for the backbone's features."
             )
         rows = self._validate_input(X, reset=True)
+        if self.fine_tune:  # the labels are checked before the network is built
+            y = _check_labels(y)
+            check_consistent_length(rows, y)
         build_seed, classifier_seed, training_seed = spawn_seeds(seed_from(self.random_state), 3)
         weights = self.weights if isinstance(self.backbone, str) else None
         self._build_models(build_seed, weights=weights)
         if not self.fine_tune:
             self.n_features_out_ = int(self.embedder_.output.shape[-1])
             return self
-        y = column_or_1d(y, warn=True)
-        check_consistent_length(rows, y)
         encoder = LabelEncoder()
         codes = encoder.fit_transform(y).astype(np.int32)
         self.classes_ = encoder.classes_

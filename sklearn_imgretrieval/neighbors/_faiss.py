@@ -18,8 +18,8 @@ import contextlib
 import math
 
 import numpy as np
-from joblib import effective_n_jobs
 
+from .._parallel import local_threads
 from ._index import SearchIndex, ragged, sorted_ragged
 
 FLOAT_METRICS = frozenset({"euclidean", "sqeuclidean", "cosine", "inner_product"})
@@ -50,7 +50,7 @@ def faiss_threads(faiss, n_jobs):
         yield
         return
     previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(effective_n_jobs(n_jobs))
+    faiss.omp_set_num_threads(local_threads(n_jobs))
     try:
         yield
     finally:
@@ -115,7 +115,7 @@ class FaissIndex(SearchIndex):
         if self.metric == "euclidean":
             return np.sqrt(np.maximum(raw, 0, out=raw), out=raw)
         if self.metric == "cosine":
-            return 1.0 - raw
+            return np.clip(1.0 - raw, 0.0, 2.0, out=raw)  # rounding must not give -0.0000
         if self.metric == "inner_product":
             return -raw
         return raw  # sqeuclidean, hamming
@@ -235,11 +235,27 @@ class FaissIndex(SearchIndex):
         serialize = faiss.serialize_index_binary if self._binary else faiss.serialize_index
         return {"metric": self.metric, "params": self.params, "n_jobs": self.n_jobs, "index": serialize(self._index)}
 
+    def _faiss_types(self, faiss):
+        """The FAISS index classes this backend builds (binary, float)."""
+        raise NotImplementedError
+
     def __setstate__(self, state):
         faiss = import_faiss()
         self.__init__(state["metric"], state["params"], state["n_jobs"])
         deserialize = faiss.deserialize_index_binary if self._binary else faiss.deserialize_index
-        self._index = deserialize(np.asarray(state["index"], dtype=np.uint8))
+        try:
+            index = deserialize(np.asarray(state["index"], dtype=np.uint8))
+        except RuntimeError as exc:
+            raise ValueError(f"The stored FAISS index is damaged ({str(exc).splitlines()[-1]}).") from exc
+        # A file could hold another kind of index than the one this backend drives.
+        binary_type, float_type = self._faiss_types(faiss)
+        expected = binary_type if self._binary else float_type
+        if not isinstance(index, expected):
+            raise ValueError(
+                f"The stored FAISS index is a {type(index).__name__}, not the {expected.__name__} of a "
+                f"{type(self).__name__}: the file was altered."
+            )
+        self._index = index
         self._after_add()
 
 
@@ -269,6 +285,9 @@ class FlatIndex(FaissIndex):
         if self._binary:
             return faiss.IndexBinaryFlat(n_dims)
         return faiss.IndexFlat(n_dims, self._faiss_metric(faiss))
+
+    def _faiss_types(self, faiss):
+        return faiss.IndexBinaryFlat, faiss.IndexFlat
 
     def _stored_rows(self, faiss):
         """The stored float32 rows as a NumPy view (no copy)."""
@@ -361,6 +380,9 @@ class IVFIndex(FaissIndex):
             # one cell, on purpose, and FAISS need not warn about it.
             cp.min_points_per_centroid = 1
 
+    def _faiss_types(self, faiss):
+        return faiss.IndexBinaryIVF, faiss.IndexIVFFlat
+
     def _after_add(self):
         # Rows are reconstructed by position (leave-one-out queries, removal).
         self._index.make_direct_map()
@@ -409,6 +431,9 @@ class HNSWIndex(FaissIndex):
             index = faiss.IndexHNSWFlat(n_dims, self.params["hnsw_m"], self._faiss_metric(faiss))
         index.hnsw.efConstruction = self.params["ef_construction"]
         return index
+
+    def _faiss_types(self, faiss):
+        return faiss.IndexBinaryHNSW, faiss.IndexHNSWFlat
 
     def _build_threads(self):
         return 1 if self.params["deterministic"] else self.n_jobs
@@ -482,6 +507,9 @@ class IVFPQIndex(IVFIndex):
             kind = {"fp16": faiss.ScalarQuantizer.QT_fp16, "sq8": faiss.ScalarQuantizer.QT_8bit}[refine]
             rows = faiss.IndexScalarQuantizer(n_dims, kind, metric)
         return faiss.IndexRefine(base, rows)  # its Python object keeps both parts alive
+
+    def _faiss_types(self, faiss):
+        return type(None), faiss.IndexIVFPQ if self.params["refine"] is None else faiss.IndexRefine
 
     def _base(self):
         if self.params["refine"] is None:

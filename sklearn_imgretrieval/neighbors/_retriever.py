@@ -400,6 +400,50 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         self.n_samples_fit_ = self.index_.n_samples
         return self
 
+    def remove(self, indices):
+        """Forget gallery items, as when their images were deleted.
+
+        Later items move down to fill the gaps, as in a list: after removing
+        item 3, item 4 becomes 3. Their labels go with them. Flat indexes
+        remove rows in place; the other structures are rebuilt from the rows
+        kept, without retraining (IVF cells and PQ codebooks stay).
+
+        Parameters
+        ----------
+        indices : array-like of int
+            Gallery indices to remove, each in ``[0, n_samples_fit_)``.
+
+        Returns
+        -------
+        self : NearestImageRetriever
+            The retriever without those items.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_imgretrieval import NearestImageRetriever
+        >>> retriever = NearestImageRetriever(n_neighbors=1).fit([[0.0], [1.0], [2.0]], ["a", "b", "c"])
+        >>> retriever.remove([1]).gallery_labels_
+        array(['a', 'c'], dtype='<U1')
+        >>> retriever.kneighbors([[1.9]])[1]
+        array([[1]])
+        """
+        check_is_fitted(self)
+        indices = np.unique(np.asarray(indices, dtype=np.int64).ravel())
+        if len(indices) and (indices[0] < 0 or indices[-1] >= self.n_samples_fit_):
+            raise ValueError(
+                f"Gallery indices must be in [0, {self.n_samples_fit_}); got {indices[0]} to {indices[-1]}."
+            )
+        if len(indices) == 0:
+            return self
+        if self.metric == "precomputed":
+            raise ValueError("A precomputed distance matrix cannot lose rows; fit on the smaller matrix instead.")
+        self.index_.remove(indices)
+        if self.gallery_labels_ is not None:
+            self.gallery_labels_ = np.delete(self.gallery_labels_, indices)
+        self.n_samples_fit_ = self.index_.n_samples
+        return self
+
     # -------------------------------------------------------------- search
     def _check_n_neighbors(self, n_neighbors, leave_one_out, *, asked=None):
         if n_neighbors is None:
@@ -466,6 +510,57 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
             distances, indices = self._leave_one_out(n_neighbors)
         return (distances, indices) if return_distance else indices
 
+    def kneighbors_of_gallery(self, indices, n_neighbors=None, return_distance=True):
+        """The nearest other gallery items of the gallery items ``indices``.
+
+        What ``kneighbors(X=None)`` gives for the whole gallery, for a few
+        items: each is queried with the row the index stores for it and left
+        out of its own list.
+
+        Parameters
+        ----------
+        indices : array-like of int
+            Gallery indices of the items to query with.
+        n_neighbors : int, default=None
+            Neighbours per item; defaults to the ``n_neighbors`` parameter.
+        return_distance : bool, default=True
+            Whether to return the distances as well.
+
+        Returns
+        -------
+        distances : ndarray of shape (len(indices), n_neighbors)
+            Only when ``return_distance=True``.
+        indices : ndarray of shape (len(indices), n_neighbors)
+            Gallery indices of the neighbours, nearest first.
+
+        Examples
+        --------
+        >>> from sklearn_imgretrieval import NearestImageRetriever
+        >>> retriever = NearestImageRetriever(n_neighbors=1).fit([[0.0], [1.0], [3.0]])
+        >>> retriever.kneighbors_of_gallery([2], return_distance=False)
+        array([[1]])
+        """
+        check_is_fitted(self)
+        n_neighbors = self._check_n_neighbors(n_neighbors, leave_one_out=True)
+        items = np.asarray(indices, dtype=np.int64).ravel()
+        if len(items) and (items.min() < 0 or items.max() >= self.n_samples_fit_):
+            raise ValueError(f"Gallery indices must be in [0, {self.n_samples_fit_}); got {items.tolist()[:10]}.")
+        rows = np.concatenate([self.index_.reconstruct(int(i), int(i) + 1) for i in items]) if len(items) else None
+        if rows is None:
+            empty = np.empty((0, n_neighbors))
+            return (empty, empty.astype(np.int64)) if return_distance else empty.astype(np.int64)
+        distances, found = self._drop_self(*self._search(rows, n_neighbors + 1), items)
+        return (distances, found) if return_distance else found
+
+    @staticmethod
+    def _drop_self(distances, indices, items):
+        """Each row without the item that made the query (or its last neighbour, if absent)."""
+        own = indices == items[:, None]
+        own[~own.any(axis=1), -1] = True  # approximate search, or more exact duplicates than k
+        own[np.cumsum(own, axis=1) > 1] = False  # one column per row, even with repeats
+        n_rows, k = indices.shape
+        return distances[~own].reshape(n_rows, k - 1), indices[~own].reshape(n_rows, k - 1)
+
     def _leave_one_out(self, k):
         """Each gallery item's ``k`` nearest others: ``k + 1`` found, the item itself dropped.
 
@@ -475,12 +570,9 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         distances = np.empty((self.n_samples_fit_, k), dtype=np.float64)
         indices = np.empty((self.n_samples_fit_, k), dtype=np.int64)
         for start, rows in self._gallery_rows():
-            d, i = self._search(rows, k + 1)
-            own = i == np.arange(start, start + len(rows))[:, None]
-            own[~own.any(axis=1), -1] = True
-            own[np.cumsum(own, axis=1) > 1] = False  # one column per row, even with repeats
-            distances[start : start + len(rows)] = d[~own].reshape(len(rows), k)
-            indices[start : start + len(rows)] = i[~own].reshape(len(rows), k)
+            stop = start + len(rows)
+            items = np.arange(start, stop)
+            distances[start:stop], indices[start:stop] = self._drop_self(*self._search(rows, k + 1), items)
         return distances, indices
 
     def radius_neighbors(self, X=None, radius=None, return_distance=True, sort_results=True):
@@ -680,6 +772,23 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         return precision_at_k(y, self.gallery_labels_[indices])
 
     # -------------------------------------------------------------- sklearn
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        index = state.get("index_")
+        # FAISS trusts the dimension it reads; a query of another width would
+        # make it read past its buffers, so a stored index must match the gallery.
+        expected = self.n_features_in_ * (8 if self.metric in BINARY_METRICS else 1) if index is not None else None
+        if index is not None and getattr(index, "n_dims", expected) != expected:
+            raise ValueError(
+                f"The stored index has {index.n_dims} dimensions but the retriever was fitted on "
+                f"{self.n_features_in_} features: the file was altered."
+            )
+        if index is not None and index.n_samples != self.n_samples_fit_:
+            raise ValueError(
+                f"The stored index has {index.n_samples} rows but the retriever counts "
+                f"{self.n_samples_fit_}: the file was altered."
+            )
+
     @property
     def _n_features_out(self):
         return self.n_samples_fit_
