@@ -15,6 +15,7 @@ _PUBLIC = {
     "ImagePreprocessor": "sklearn_imgretrieval.preprocessing",
     "ImageHasher": "sklearn_imgretrieval.hashing",
     "AutoencoderEmbedder": "sklearn_imgretrieval.embedders",
+    "ContrastiveEmbedder": "sklearn_imgretrieval.embedders",
     "VAEEmbedder": "sklearn_imgretrieval.embedders",
     "PretrainedCNNEmbedder": "sklearn_imgretrieval.embedders",
     "NearestImageRetriever": "sklearn_imgretrieval.neighbors",

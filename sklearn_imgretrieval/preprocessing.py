@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import _image_io
 from ._dask import is_dask_array, transform_blocks
 from ._image_shape import check_image_shape, image_shape_of_rows, rows_to_images
-from ._sklearn_compat import StrOptions, _fit_context, validate_data
+from ._sklearn_compat import StrOptions, _fit_context, output_container, validate_data
 
 __all__ = ["ImagePreprocessor"]
 
@@ -242,6 +242,11 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
             array for a dask array).
         """
         check_is_fitted(self)
+        if not self.flatten and output_container(self) != "default":
+            raise ValueError(
+                f"flatten=False gives 4-D images, which a {output_container(self)} DataFrame cannot hold. Use "
+                "flatten=True (one column per pixel) with set_output, or set_output(transform='default')."
+            )
         if is_dask_array(X) and self.flatten:
             return transform_blocks(self.transform, X, int(np.prod(self.image_shape_)))
         kind, data = self._read_input(X, reset=False)

@@ -23,6 +23,9 @@ from .._image_shape import check_image_shape, infer_image_shape
 from .._sklearn_compat import Interval, validate_data
 
 
+_EAGER_STEPS = 32  # training steps below which a fit runs eagerly
+
+
 class ShuffledBatches(keras.utils.PyDataset):
     """Mini-batches of ``(x, y)`` in a new seeded order every epoch.
 
@@ -168,13 +171,15 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             )
 
     # ------------------------------------------------------------ training
-    def _fit_model(self, model, x, y, *, seed, continuing=False):
+    def _fit_model(self, model, x, y, *, seed, continuing=False, callbacks=()):
         """Train ``model`` (compiled) on ``x`` -> ``y`` and record the history.
 
         ``y`` may be ``x`` itself (autoencoders), labels, or None when the
         model adds its own loss. Holds out ``validation_fraction`` for early
         stopping with ``patience``, restoring the best weights. When
         ``continuing`` a warm start, the history and epoch count grow.
+        ``callbacks`` are extra Keras callbacks (benchmarks use them to
+        measure during training).
         """
         train, val = split_validation(len(x), self.validation_fraction, seed)
 
@@ -185,7 +190,7 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
         x_train = x[train] if len(val) else x
         y_train = targets(x_train, train)
-        callbacks = []
+        callbacks = list(callbacks)
         validation_data = None
         if len(val):
             x_val = x[val]
@@ -196,6 +201,10 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                     keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience, restore_best_weights=True)
                 )
         batches = ShuffledBatches(x_train, y_train, self.batch_size, seed)
+        # Compiling the training step into a graph costs about a second; a
+        # fit of a few steps (small galleries, folds of a grid search) is done
+        # sooner step by step. Both run the same operations.
+        model.run_eagerly = len(batches) * self.epochs <= _EAGER_STEPS
         history = model.fit(
             batches,
             epochs=self.epochs,
