@@ -13,6 +13,7 @@ from ._version import __version__
 # public name -> module defining it
 _PUBLIC = {
     "ImagePreprocessor": "sklearn_imgretrieval.preprocessing",
+    "ImageHasher": "sklearn_imgretrieval.hashing",
     "AutoencoderEmbedder": "sklearn_imgretrieval.embedders",
     "ContrastiveEmbedder": "sklearn_imgretrieval.embedders",
     "VAEEmbedder": "sklearn_imgretrieval.embedders",
@@ -22,6 +23,7 @@ _PUBLIC = {
     "make_retrieval_pipeline": "sklearn_imgretrieval.pipeline",
     "save": "sklearn_imgretrieval.persistence",
     "load": "sklearn_imgretrieval.persistence",
+    "find_duplicates": "sklearn_imgretrieval.duplicates",
 }
 
 __all__ = [*_PUBLIC, "__version__"]

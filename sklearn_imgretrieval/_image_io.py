@@ -35,7 +35,7 @@ _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B
 # Modes with more than 8 bits per sample: read as numbers, not converted by Pillow
 # (Pillow's I -> L conversion clips instead of scaling). Mode I is how Pillow
 # opens 16-bit files in some formats and versions: its values must fit 16 bits.
-_WIDE_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1}
+WIDE_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1}
 # Modes whose pixels Image.reduce averages correctly (not palette indices, not 1-bit).
 _REDUCIBLE_MODES = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "I", "F"})
 # EXIF orientation -> the transposition that displays the image upright.
@@ -77,6 +77,12 @@ def describe(item):
 def natural_channels(mode):
     """1 for grayscale Pillow modes, 3 for everything in colour."""
     return 1 if mode in _GRAY_MODES else 3
+
+
+def upright(img):
+    """``img`` turned upright by its EXIF orientation; the image itself, not a copy, if it is already."""
+    orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    return img.transpose(_ORIENTATION_TRANSPOSE[orientation]) if orientation in _ORIENTATION_TRANSPOSE else img
 
 
 def _oriented_size(img):
@@ -141,7 +147,7 @@ def _crop_and_resize(img, box, target):
     return img
 
 
-def _request_draft(img, channels, size, crop):
+def request_draft(img, channels, size, crop):
     """Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the target is that small.
 
     ``draft`` picks the largest reduction that keeps the image at least as
@@ -180,7 +186,7 @@ def _shrink(img, orientation, size, crop):
     return img.reduce(factor, box=box), True
 
 
-def _wide_to_unit(img):
+def wide_to_unit(img):
     """A 16-bit, 32-bit integer or float image as float32 (h, w) in its unit scale."""
     values = np.asarray(img)
     if img.mode == "I" and (values.min() < 0 or values.max() > 65535):
@@ -188,7 +194,7 @@ def _wide_to_unit(img):
             f"32-bit integer pixels range from {values.min()} to {values.max()}; only 16-bit values "
             "(0-65535) have a known scale: convert the file to 16-bit or to floats in [0, 1]"
         )
-    return check_finite(values.astype(np.float32) / np.float32(_WIDE_MODES[img.mode]))
+    return check_finite(values.astype(np.float32) / np.float32(WIDE_MODES[img.mode]))
 
 
 def _pil_to_array(img, channels, size, crop):
@@ -199,8 +205,8 @@ def _pil_to_array(img, channels, size, crop):
         img = img.transpose(_ORIENTATION_TRANSPOSE[orientation])
     box = (0, 0, img.width, img.height) if cropped else _crop_box(img.width, img.height, crop)
     target = output_size(box[3] - box[1], box[2] - box[0], size, crop=None)
-    if img.mode in _WIDE_MODES:
-        gray = _crop_and_resize(Image.fromarray(_wide_to_unit(img), mode="F"), box, target)
+    if img.mode in WIDE_MODES:
+        gray = _crop_and_resize(Image.fromarray(wide_to_unit(img), mode="F"), box, target)
         arr = np.asarray(gray, dtype=np.float32)[:, :, None]
         return np.repeat(arr, channels, axis=2) if channels == 3 else arr
     img = _crop_and_resize(img.convert("L" if channels == 1 else "RGB"), box, target)
@@ -211,7 +217,7 @@ def _pil_to_array(img, channels, size, crop):
 def _open_and_decode(path, channels, size, crop):
     with Image.open(path) as img:
         if size is not None and img.format == "JPEG":
-            _request_draft(img, channels, size, crop)
+            request_draft(img, channels, size, crop)
         return _pil_to_array(img, channels, size, crop)
 
 

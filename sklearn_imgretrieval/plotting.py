@@ -1,14 +1,17 @@
 """Pictures of retrieval results and embeddings (matplotlib, imported on use)."""
 
+import os
+
 import numpy as np
 from PIL import Image
 
 from . import _image_io
 from ._image_shape import infer_image_shape
 
-__all__ = ["plot_embedding", "plot_retrieval"]
+__all__ = ["plot_duplicates", "plot_embedding", "plot_retrieval"]
 
 _MATCH, _MISMATCH = "#2ca02c", "#d62728"
+_KEPT = _MATCH
 
 
 def _pyplot():
@@ -39,6 +42,17 @@ def _displayable(image, image_shape=None):
     elif image.ndim == 3:
         image = image[:, :, :3]
     return np.clip(image, 0.0, 1.0)
+
+
+def _figure_grid(plt, ax, n_rows, n_cols, *, cell, hspace):
+    """A figure and an ``n_rows x n_cols`` grid of cells of ``cell`` (width, height) inches,
+    or the grid that splits ``ax``'s area, which it replaces."""
+    if ax is None:
+        fig = plt.figure(figsize=(cell[0] * n_cols, cell[1] * n_rows))
+        return fig, fig.add_gridspec(n_rows, n_cols, wspace=0.1, hspace=hspace)
+    fig, grid = ax.figure, ax.get_subplotspec().subgridspec(n_rows, n_cols, wspace=0.1, hspace=hspace)
+    ax.remove()
+    return fig, grid
 
 
 def _show(ax, image, title=None, frame=None):
@@ -112,13 +126,7 @@ def plot_retrieval(
         )
     n_rows, n_neighbors = indices.shape
     n_cols = n_neighbors + 1
-    if ax is None:
-        fig = plt.figure(figsize=(1.4 * n_cols, 1.5 * n_rows))
-        grid = fig.add_gridspec(n_rows, n_cols, wspace=0.1, hspace=0.35)
-    else:
-        fig = ax.figure
-        grid = ax.get_subplotspec().subgridspec(n_rows, n_cols, wspace=0.1, hspace=0.35)
-        ax.remove()
+    fig, grid = _figure_grid(plt, ax, n_rows, n_cols, cell=(1.4, 1.5), hspace=0.35)
     show_match = query_labels is not None and gallery_labels is not None
     for row in range(n_rows):
         if query_titles is not None:
@@ -198,4 +206,70 @@ def plot_embedding(embeddings, labels=None, method="pca", *, random_state=0, ax=
         ax.legend(markerscale=2, fontsize=8, loc="best")
     ax.set_xlabel(f"{axis_name} 1")
     ax.set_ylabel(f"{axis_name} 2")
+    return fig
+
+
+def _short_name(item, width=18):
+    """A file's name, shortened from the left to ``width`` characters."""
+    name = os.path.basename(os.fspath(item)) if _image_io.is_path(item) else f"#{item}"
+    return name if len(name) <= width else "..." + name[-(width - 3) :]
+
+
+def plot_duplicates(duplicates, images=None, *, max_groups=10, max_per_group=8, keep=None, ax=None):
+    """Groups of duplicates side by side, one group per row.
+
+    Parameters
+    ----------
+    duplicates : Duplicates
+        What :func:`~sklearn_imgretrieval.find_duplicates` returned.
+    images : sequence of images, default=None
+        The images, indexed like ``duplicates.items``; needed when they are
+        not paths (queries, then reference images).
+    max_groups : int, default=10
+        Groups drawn, the first ones.
+    max_per_group : int, default=8
+        Images drawn per group, the first ones.
+    keep : array-like of int, default=None
+        Items to frame in green, for instance those a move would keep.
+    ax : matplotlib Axes, default=None
+        Draw into this axes (its area is split into the grid); a new figure
+        otherwise.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        The figure holding the grid; each image is titled with its file
+        name (or position) and its size.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_imgretrieval import find_duplicates
+    >>> from sklearn_imgretrieval.plotting import plot_duplicates
+    >>> images = np.random.default_rng(0).integers(0, 256, size=(3, 32, 32), dtype=np.uint8)
+    >>> images[2] = images[0]
+    >>> found = find_duplicates(images, method="phash")
+    >>> fig = plot_duplicates(found, images)
+    >>> len(fig.axes)
+    2
+    """
+    plt = _pyplot()
+    groups = [group[:max_per_group] for group in duplicates.groups[:max_groups]]
+    if not groups:
+        raise ValueError("No groups of duplicates to plot: find_duplicates found none.")
+    if images is None:
+        if not all(_image_io.is_path(item) for item in duplicates.items):
+            raise ValueError("The duplicates were found on in-memory images: pass them as images= to plot them.")
+        images = duplicates.items
+    elif len(images) != len(duplicates.items):
+        raise ValueError(f"images has {len(images)} images but the duplicates have {len(duplicates.items)} items.")
+    kept = set() if keep is None else {int(i) for i in keep}
+    n_rows, n_cols = len(groups), max(len(group) for group in groups)
+    fig, grid = _figure_grid(plt, ax, n_rows, n_cols, cell=(1.6, 1.7), hspace=0.45)
+    for row, group in enumerate(groups):
+        for col, index in enumerate(group):
+            image = _displayable(images[index])
+            title = f"{_short_name(duplicates.items[index])}\n{image.shape[1]}x{image.shape[0]}"
+            frame = _KEPT if index in kept else None
+            _show(fig.add_subplot(grid[row, col]), image, title, frame)
     return fig

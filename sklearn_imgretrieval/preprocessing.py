@@ -177,68 +177,7 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ input
     def _read_input(self, X, *, reset):
-        """Sort ``X`` into ``("array", (n, h, w, c) batch)`` or ``("items", list)``.
-
-        2-D numbers go through ``validate_data`` (so feature counts and names
-        are checked as for any scikit-learn transformer) and are unflattened.
-        """
-        if isinstance(X, (str, os.PathLike, Image.Image)):
-            raise TypeError(
-                f"Expected a sequence of images, got a single {type(X).__name__}. "
-                "Wrap it in a list: transform([image])."
-            )
-        if isinstance(X, (list, tuple)) or _is_sequence_of_objects(X):
-            items = list(X)
-            if not items:
-                raise ValueError("No images given: X is empty. Pass at least one image.")
-            if any(isinstance(item, (bytes, np.bytes_)) for item in items):
-                raise TypeError(
-                    "X holds bytes; file paths must be str or pathlib.Path. Decode them first, for "
-                    "example [os.fsdecode(p) for p in X]."
-                )
-            is_image = [_is_image_item(item) for item in items]
-            if all(is_image):
-                is_path = [_image_io.is_path(item) for item in items]
-                if any(is_path) and not all(is_path):
-                    raise TypeError("X mixes file paths with in-memory images; pass one kind.")
-                return "items", items
-            if any(is_image):
-                bad = items[is_image.index(False)]
-                raise TypeError(
-                    "Every element of X must be a file path, a PIL image or an "
-                    f"(h, w[, c]) array; found {type(bad).__name__} {bad!r:.60}."
-                )
-            # Otherwise nested numbers, handled as an array below.
-        if not sp.issparse(X):
-            ndim = getattr(X, "ndim", None)
-            arr = None if ndim == 2 else np.asarray(X)
-            if arr is not None and arr.ndim != 2:
-                return "array", self._check_image_array(arr)
-        rows = validate_data(self, X, reset=reset, dtype=_PIXEL_DTYPES, ensure_min_samples=1)
-        return "array", rows_to_images(rows, image_shape_of_rows(rows.shape[1], self.image_shape))
-
-    @staticmethod
-    def _check_image_array(arr):
-        if arr.dtype.kind not in "biuf":
-            raise ValueError(f"Image arrays must hold numbers; got dtype {arr.dtype}.")
-        if arr.ndim == 3:
-            arr = arr[..., None]
-        if arr.ndim != 4:
-            raise ValueError(
-                f"Expected images as a 2-D array of flattened rows, a 3-D array "
-                f"(n_images, height, width) or a 4-D array (n_images, height, "
-                f"width, channels); got an array with {arr.ndim} dimension(s) of "
-                f"shape {arr.shape}. Reshape your data to one of those layouts"
-                + (" (one flattened image: X.reshape(1, -1))." if arr.ndim == 1 else ".")
-            )
-        if arr.shape[0] == 0 or 0 in arr.shape[1:]:
-            raise ValueError(f"No images given: the array has shape {arr.shape}.")
-        if arr.shape[3] not in (1, 2, 3, 4):
-            raise ValueError(
-                f"Images must have 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) "
-                f"channels; got {arr.shape[3]} in an array of shape {arr.shape}."
-            )
-        return arr
+        return read_image_input(self, X, reset=reset, image_shape=self.image_shape)
 
     # -------------------------------------------------------------- sklearn
     @_fit_context(prefer_skip_nested_validation=True)
@@ -372,3 +311,71 @@ def _is_sequence_of_objects(X):
     """A 1-D array or pandas Series of paths or images (not of numbers)."""
     dtype_kind = getattr(getattr(X, "dtype", None), "kind", "")
     return getattr(X, "ndim", None) == 1 and dtype_kind in "OUS"
+
+
+def read_image_input(estimator, X, *, reset, image_shape=None):
+    """Sort ``X`` into ``("array", (n, h, w, c) batch)`` or ``("items", list)``.
+
+    What every estimator that takes images accepts: a sequence of paths, PIL
+    images or (h, w[, c]) arrays, one 3-D or 4-D array, or 2-D rows. 2-D
+    numbers go through ``validate_data`` on ``estimator`` (so feature counts
+    and names are checked as for any scikit-learn transformer) and are
+    unflattened with ``image_shape``.
+    """
+    if isinstance(X, (str, os.PathLike, Image.Image)):
+        raise TypeError(
+            f"Expected a sequence of images, got a single {type(X).__name__}. Wrap it in a list: transform([image])."
+        )
+    if isinstance(X, (list, tuple)) or _is_sequence_of_objects(X):
+        items = list(X)
+        if not items:
+            raise ValueError("No images given: X is empty. Pass at least one image.")
+        if any(isinstance(item, (bytes, np.bytes_)) for item in items):
+            raise TypeError(
+                "X holds bytes; file paths must be str or pathlib.Path. Decode them first, for "
+                "example [os.fsdecode(p) for p in X]."
+            )
+        is_image = [_is_image_item(item) for item in items]
+        if all(is_image):
+            is_path = [_image_io.is_path(item) for item in items]
+            if any(is_path) and not all(is_path):
+                raise TypeError("X mixes file paths with in-memory images; pass one kind.")
+            return "items", items
+        if any(is_image):
+            bad = items[is_image.index(False)]
+            raise TypeError(
+                "Every element of X must be a file path, a PIL image or an "
+                f"(h, w[, c]) array; found {type(bad).__name__} {bad!r:.60}."
+            )
+        # Otherwise nested numbers, handled as an array below.
+    if not sp.issparse(X):
+        ndim = getattr(X, "ndim", None)
+        arr = None if ndim == 2 else np.asarray(X)
+        if arr is not None and arr.ndim != 2:
+            return "array", check_image_array(arr)
+    rows = validate_data(estimator, X, reset=reset, dtype=_PIXEL_DTYPES, ensure_min_samples=1)
+    return "array", rows_to_images(rows, image_shape_of_rows(rows.shape[1], image_shape))
+
+
+def check_image_array(arr):
+    """A 3-D or 4-D array of images as ``(n, h, w, c)``, or a ValueError saying what is wrong."""
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"Image arrays must hold numbers; got dtype {arr.dtype}.")
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4:
+        raise ValueError(
+            f"Expected images as a 2-D array of flattened rows, a 3-D array "
+            f"(n_images, height, width) or a 4-D array (n_images, height, "
+            f"width, channels); got an array with {arr.ndim} dimension(s) of "
+            f"shape {arr.shape}. Reshape your data to one of those layouts"
+            + (" (one flattened image: X.reshape(1, -1))." if arr.ndim == 1 else ".")
+        )
+    if arr.shape[0] == 0 or 0 in arr.shape[1:]:
+        raise ValueError(f"No images given: the array has shape {arr.shape}.")
+    if arr.shape[3] not in (1, 2, 3, 4):
+        raise ValueError(
+            f"Images must have 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) "
+            f"channels; got {arr.shape[3]} in an array of shape {arr.shape}."
+        )
+    return arr

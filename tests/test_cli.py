@@ -131,7 +131,7 @@ def test_empty_folder_and_foreign_model_file(tmp_path, index_file):
 
 
 def test_help_of_every_command_has_an_example():
-    for command in ("demo", "index", "query", "evaluate"):
+    for command in ("demo", "index", "query", "evaluate", "dedupe"):
         result = run(command, "--help")
         assert "example" in result.stdout and f"imgretrieval {command}" in result.stdout
 
@@ -379,3 +379,117 @@ def test_query_with_root_names_the_files_where_the_folder_moved(photos, index_fi
         run("query", index_file, photos / "rings" / "rings2.png", "-k", 1, "--json", "--root", tmp_path).stdout
     )
     assert moved[0]["neighbors"][0]["path"] == str(tmp_path / "rings" / "rings2.png")
+
+
+# ---------------------------------------------------------------- dedupe
+def run_without_keras(*args, check_status=0):
+    """The command as `run` gives it, and a check that Keras was never imported."""
+    code = (
+        "import sys; from sklearn_imgretrieval.cli import main; status = main(sys.argv[1:]); "
+        "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules, 'Keras was imported'; "
+        "sys.exit(status)"
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg")
+    result = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env)
+    assert result.returncode == check_status, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory):
+    """Three photos, each with a half-size and a JPEG quality 25 copy (one in a subfolder),
+    two photos without copies, and a file that is not an image."""
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("copies")
+    (root / "old").mkdir()
+    for name in ("astronaut", "coffee", "camera", "chelsea", "moon"):
+        photo = Image.fromarray(getattr(data, name)()).convert("RGB")
+        photo.thumbnail((200, 200))
+        photo.save(root / f"{name}.jpg", quality=90)
+        if name in ("astronaut", "coffee", "camera"):
+            photo.resize((photo.width // 2, photo.height // 2)).save(root / "old" / f"{name}_small.jpg")
+            photo.save(root / f"{name}_q25.jpg", quality=25)
+    (root / "old" / "broken.jpg").write_bytes(b"\xff\xd8 not a whole JPEG")
+    return root
+
+
+def _snapshot(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_dedupe_prints_groups_and_writes_csv_json_plot(copies, tmp_path):
+    out = {name: tmp_path / name for name in ("pairs.csv", "found.json", "groups.png")}
+    result = run_without_keras(
+        "dedupe", copies, "--method", "phash", "--csv", out["pairs.csv"], "--json", out["found.json"],
+        "--plot", out["groups.png"],
+    )  # fmt: skip
+    summary = result.stdout.splitlines()[0]
+    assert summary.startswith("3 groups of duplicates: 9 of 11 images; removing all but the largest of each group (6")
+    assert "broken.jpg" in result.stderr and "warning" in result.stderr  # reported, skipped
+    groups = [line for line in result.stdout.splitlines() if line.startswith("group ")]
+    assert len(groups) == 3
+    keep_lines = [line.split()[-1] for line in result.stdout.splitlines() if line.strip().startswith("keep")]
+    assert sorted(keep_lines) == sorted(str(copies / f"{n}.jpg") for n in ("astronaut", "coffee", "camera"))
+    lines = out["pairs.csv"].read_text().splitlines()
+    assert lines[0] == "group,first,second,distance" and len(lines) == 1 + 9
+    record = json.loads(out["found.json"].read_text())
+    assert record["max_distance"] == 10 and len(record["groups"]) == 3 and len(record["redundant"]) == 6
+    assert record["duplicates"][str(copies / "moon.jpg")] == []
+    with Image.open(out["groups.png"]) as picture:
+        assert picture.format == "PNG" and picture.height > 200  # three rows of images
+
+
+def test_dedupe_against_a_reference_folder(copies, tmp_path, capsys):
+    from sklearn_imgretrieval.cli import main
+
+    new = tmp_path / "new"
+    new.mkdir()
+    for name in ("coffee_q25.jpg", "moon.jpg"):
+        (new / name).write_bytes((copies / name).read_bytes())
+    Image.new("RGB", (64, 48), "orange").save(new / "orange.png")
+    assert main(["dedupe", str(new), "--reference", str(copies), "--method", "dhash"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"2 of 3 images in {new} have duplicates in {copies}")
+    assert f"ref  {copies / 'moon.jpg'}" in printed and f"dup  {new / 'moon.jpg'}" in printed
+    # within the new folder alone there is nothing to move, and nothing is written
+    assert main(["dedupe", str(new), "--method", "dhash", "--move-to", str(tmp_path / "moved")]) == 0
+    assert capsys.readouterr().out.startswith("0 groups of duplicates: 0 of 3 images")
+    assert not (tmp_path / "moved").exists()
+
+
+def test_dedupe_moves_copies_and_undoes(copies, tmp_path, capsys):
+    from sklearn_imgretrieval.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in copies.rglob("*.jpg"):
+        (folder / path.relative_to(copies)).parent.mkdir(exist_ok=True)
+        (folder / path.relative_to(copies)).write_bytes(path.read_bytes())
+    before = _snapshot(folder)
+    target, log = tmp_path / "duplicates", tmp_path / "moves.json"
+    result = run_without_keras("dedupe", folder, "--method", "phash", "--move-to", target, "--move-log", log)
+    assert f"moved 6 files to {target}" in result.stdout
+    assert (target / "old" / "coffee_small.jpg").is_file() and not (folder / "old" / "coffee_small.jpg").exists()
+    assert (folder / "coffee.jpg").is_file()  # the largest of its group stays
+    assert len(json.loads(log.read_text())["moves"]) == 6
+    assert main(["dedupe", "--undo", str(log)]) == 0
+    assert "moved back 6 files" in capsys.readouterr().out
+    assert _snapshot(folder) == before
+
+
+def test_dedupe_refuses_bad_options_before_touching_anything(copies, tmp_path, capsys):
+    from sklearn_imgretrieval.cli import main
+
+    before = _snapshot(copies)
+    cases = [
+        (["--method", "phash", "--threshold", "70"], "max_distance=70.0 is out of range"),
+        (["--max-distance", "-0.5"], "cosine distance lies in [0, 2]"),
+        (["--method", "dhash", "--hash-size", "10"], "hash_size=10 is not a power of two"),
+        (["--method", "phash", "--move-to", copies / "old" / "dups"], "inside the scanned folder"),
+        (["--method", "phash", "--csv", tmp_path], "is a folder"),
+    ]
+    for options, message in cases:
+        assert main(["dedupe", str(copies), *map(str, options)]) == 2
+        assert message in capsys.readouterr().err
+    assert _snapshot(copies) == before

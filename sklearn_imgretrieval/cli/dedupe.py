@@ -1,0 +1,207 @@
+"""``imgretrieval dedupe``: find groups of near-duplicate images in a folder."""
+
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .._files import atomic_write, check_output_path
+from ._common import UsageError, check_figure_path, list_folder, positive_int, save_figure, written
+
+_METHODS = ("cnn", "phash", "dhash", "ahash", "whash")
+_GROUPS_PRINTED = 20
+
+
+def add_parser(commands, formatter):
+    parser = commands.add_parser(
+        "dedupe",
+        help="find groups of near-duplicate images",
+        description="Find groups of near-duplicate images in FOLDER (recursively): copies that were cropped, "
+        "resized, re-encoded, rotated a little or brightened. Prints the groups and the space that removing "
+        "the redundant copies would save; --move-to moves them out of the way (nothing is ever deleted). "
+        "Unreadable files are reported and skipped.",
+        epilog="examples:\n"
+        "  imgretrieval dedupe photos/ --csv duplicates.csv --plot duplicates.png\n"
+        "  imgretrieval dedupe photos/ --method phash                  # fast, finds re-encoded/resized copies\n"
+        "  imgretrieval dedupe new_photos/ --reference archive/ --csv found.csv\n"
+        "  imgretrieval dedupe photos/ --move-to duplicates/           # keeps the largest image of each group\n"
+        "  imgretrieval dedupe --undo duplicates/imgretrieval-moves-20250101-120000.json",
+        formatter_class=formatter,
+    )
+    parser.add_argument("folder", nargs="?", help="folder of images")
+    parser.add_argument(
+        "--reference", metavar="FOLDER", help="report which images of FOLDER already exist in this folder"
+    )
+    parser.add_argument(
+        "--method",
+        choices=_METHODS,
+        default="cnn",
+        help="cnn: EfficientNet-Lite0 features (default; finds crops and rotations), or a perceptual hash "
+        "(phash, dhash, ahash, whash: much faster, finds re-encoded and resized copies)",
+    )
+    parser.add_argument(
+        "--max-distance",
+        "--threshold",
+        dest="max_distance",
+        type=float,
+        metavar="D",
+        help="largest distance of duplicates: cosine distance in [0, 2] for cnn (default 0.15), differing "
+        "bits for hashes (default for 64 bits: phash 10, dhash 6, ahash 2, whash 2)",
+    )
+    parser.add_argument("--hash-size", type=int, default=8, help="side of the hash's bit grid, a power of two")
+    parser.add_argument(
+        "--top-k", type=positive_int, metavar="K", help="keep at most each image's K nearest duplicates"
+    )
+    parser.add_argument("--robust", action="store_true", help="also find mirrored (horizontally flipped) copies")
+    parser.add_argument("--csv", metavar="FILE", help="write the pairs: group, first, second, distance")
+    parser.add_argument("--json", metavar="FILE", help="write the groups, the pairs and each image's duplicates")
+    parser.add_argument("--plot", metavar="PNG", help="save a picture of the groups, one group per row")
+    parser.add_argument(
+        "--move-to",
+        metavar="FOLDER",
+        help="move all but the largest image of each group there (with --reference: every image of FOLDER "
+        "found in the reference), keeping their paths relative to FOLDER; never deletes, never overwrites",
+    )
+    parser.add_argument("--move-log", metavar="FILE", help="log of the moves (default: in the --move-to folder)")
+    parser.add_argument("--undo", metavar="LOG", help="move back the files listed in a move log, and stop")
+    parser.set_defaults(run=run)
+
+
+def _size(n_bytes):
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n_bytes < 1024 or unit == "GB":
+            return f"{n_bytes:.0f} {unit}" if unit == "bytes" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    return None
+
+
+def _undo(log):
+    from ..duplicates import undo_moves
+
+    restored, skipped = undo_moves(log)
+    print(f"moved back {len(restored)} files listed in {log}")
+    for path, reason in skipped:
+        print(f"imgretrieval: warning: not moved back: {path} ({reason})", file=sys.stderr)
+
+
+def _check_outputs(args):
+    """Every file and folder the command will write, checked before any image is read."""
+    from ..duplicates import check_move_target
+
+    for path in (args.csv, args.json):
+        if path:
+            check_output_path(path)
+    if args.plot:
+        check_figure_path(args.plot)
+    if args.move_to:
+        check_move_target(args.move_to, args.folder, args.reference)
+        if not args.move_log:
+            args.move_log = str(Path(args.move_to) / time.strftime("imgretrieval-moves-%Y%m%d-%H%M%S.json"))
+        check_output_path(args.move_log)
+
+
+def _print_summary(found, redundant, args):
+    kept_or_reference = set().union(*map(set, found.groups)) - set(redundant.tolist()) if found.groups else set()
+    saved = sum(os.path.getsize(found.items[i]) for i in redundant)
+    n_files = sum(len(group) for group in found.groups)
+    if found.has_reference:
+        print(
+            f"{len(redundant)} of {found.n_queries} images in {args.folder} have duplicates in {args.reference} "
+            f"({len(found.groups)} groups); removing them would save {_size(saved)}"
+        )
+    else:
+        print(
+            f"{len(found.groups)} groups of duplicates: {n_files} of {found.n_queries} images; removing all but "
+            f"the largest of each group ({len(redundant)} files) would save {_size(saved)}"
+        )
+    for number, group in enumerate(found.groups[:_GROUPS_PRINTED]):
+        print(f"group {number} ({len(group)} images)")
+        for index in group:
+            mark = "keep" if index in kept_or_reference else "dup "
+            if found.has_reference:
+                mark = "ref " if index >= found.n_queries else "dup "
+            print(f"  {mark} {found.items[index]}")
+    if len(found.groups) > _GROUPS_PRINTED:
+        print(f"... and {len(found.groups) - _GROUPS_PRINTED} more groups (all in --csv or --json)")
+    return kept_or_reference
+
+
+def _write_csv(found, path):
+    with atomic_write(path, "w") as file:
+        writer = csv.DictWriter(file, fieldnames=["group", "first", "second", "distance"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(found.pair_rows())
+    written.append(str(path))
+
+
+def _write_json(found, redundant, path):
+    def name(index):
+        item = found.items[index]
+        return item if isinstance(item, str) else int(item)
+
+    record = {
+        "method": found.method,
+        "metric": found.metric,
+        "max_distance": found.max_distance,
+        "groups": [[name(i) for i in group] for group in found.groups],
+        "redundant": [name(i) for i in redundant],
+        "pairs": found.pair_rows(),
+        "duplicates": found.to_dict(scores=True),
+    }
+    with atomic_write(path, "w") as file:
+        json.dump(record, file, indent=1)
+    written.append(str(path))
+
+
+def run(args):
+    if args.undo:
+        if args.folder or args.move_to:
+            raise UsageError("--undo takes only the move log; run it on its own")
+        _undo(args.undo)
+        return
+    if not args.folder:
+        raise UsageError("give the FOLDER to scan (or --undo LOG)")
+    from ..duplicates import check_duplicate_settings, find_duplicates, move_duplicates
+
+    max_distance = "auto" if args.max_distance is None else args.max_distance
+    settings = check_duplicate_settings(
+        args.method, max_distance, top_k=args.top_k, hash_size=args.hash_size, robust=args.robust
+    )
+    if args.reference and not Path(args.reference).is_dir():
+        raise UsageError(f"{args.reference} is not a folder")
+    _check_outputs(args)
+    paths, _, _ = list_folder(args.folder)
+    reference = list_folder(args.reference)[0] if args.reference else None
+    found = find_duplicates(
+        paths,
+        reference,
+        method=settings.method,
+        max_distance=settings.max_distance,
+        top_k=settings.top_k,
+        robust=args.robust,
+        hash_size=settings.hash_size,
+        n_jobs=-1,
+    )
+    redundant = found.redundant(keep="largest")
+    kept = _print_summary(found, redundant, args)
+    if args.csv:
+        _write_csv(found, args.csv)
+        print(f"wrote {args.csv}", file=sys.stderr)
+    if args.json:
+        _write_json(found, redundant, args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.plot and found.groups:
+        from ..plotting import plot_duplicates
+
+        save_figure(plot_duplicates(found, keep=sorted(kept)), args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    elif args.plot:
+        print(f"no groups of duplicates: {args.plot} not written", file=sys.stderr)
+    if args.move_to and len(redundant):
+        written.append(f"the log of the moves, {args.move_log}")
+        moves = move_duplicates(found, args.move_to, root=args.folder, log=args.move_log)
+        print(f"moved {len(moves)} files to {args.move_to}; undo with: imgretrieval dedupe --undo {args.move_log}")
+    elif args.move_to:
+        print("nothing to move")

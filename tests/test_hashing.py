@@ -1,0 +1,176 @@
+"""ImageHasher: imagehash's bits, packed codes for the Hamming retriever, inputs and errors."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+from skimage import data
+from sklearn.datasets import load_sample_images
+
+from sklearn_imgretrieval import ImageHasher, NearestImageRetriever
+from sklearn_imgretrieval import hashing as hashing_module
+
+# scikit-image's bundled photos: colour and gray, portraits, textures, text, landscapes
+_SKIMAGE = ("astronaut", "chelsea", "coffee", "rocket", "camera", "immunohistochemistry", "hubble_deep_field",
+            "coins", "moon", "page", "text", "clock", "brick", "grass", "gravel", "colorwheel")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """A varied set of 108 RGB photos of 40 to 256 pixels a side: 18 bundled photos, each
+    shrunk, cropped at 3 places, brightened and darkened (seeded)."""
+    rng = np.random.default_rng(0)
+    sources = [Image.fromarray(getattr(data, name)()).convert("RGB") for name in _SKIMAGE]
+    sources += [Image.fromarray(image) for image in load_sample_images().images]
+    out = []
+    for photo in sources:
+        photo.thumbnail((256, 256))
+        out.append(photo)
+        for _ in range(3):
+            side = rng.uniform(0.3, 0.9)
+            w, h = int(photo.width * side), int(photo.height * side)
+            left, top = rng.integers(0, photo.width - w + 1), rng.integers(0, photo.height - h + 1)
+            out.append(photo.crop((left, top, left + w, top + h)))
+        out.append(ImageEnhance.Brightness(photo).enhance(rng.uniform(1.1, 1.5)))
+        out.append(ImageEnhance.Brightness(photo).enhance(rng.uniform(0.5, 0.9)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def photo_files(photos, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    paths = []
+    for i, photo in enumerate(photos):
+        paths.append(str(folder / f"photo{i:03d}.jpg"))
+        photo.save(paths[-1], quality=90)
+    return paths
+
+
+IMAGEHASH_FUNCTIONS = {"phash": "phash", "dhash": "dhash", "ahash": "average_hash", "whash": "whash"}
+
+
+def _imagehash_hex(images, method):
+    imagehash = pytest.importorskip(
+        "imagehash", reason="imagehash is not installed: the bit-for-bit comparison needs it (test extra)"
+    )
+    function = getattr(imagehash, IMAGEHASH_FUNCTIONS[method])
+    hexes = []
+    for image in images:
+        if isinstance(image, str):
+            with Image.open(image) as img:
+                hexes.append(str(function(img)))
+        else:
+            hexes.append(str(function(image)))
+    return hexes
+
+
+def _hex(codes):
+    return [row.tobytes().hex() for row in codes]
+
+
+@pytest.mark.parametrize("method", ["phash", "dhash", "ahash", "whash"])
+def test_codes_are_imagehash_bits_in_its_order(photos, photo_files, method):
+    """Same bits, same order: a code's hexadecimal digits are str(imagehash.<method>(image)).
+
+    From PIL images, uint8 arrays, and JPEG files decoded at full size: on
+    at least 99% of the photos (every one, when this was written)."""
+    expected = _imagehash_hex(photos, method)
+    arrays = [np.asarray(photo) for photo in photos]
+    for images in (photos, arrays):
+        codes = ImageHasher(method=method).fit_transform(images)
+        assert np.mean(np.array(_hex(codes)) == np.array(expected)) >= 0.99
+    # imagehash opens the files itself: decoding them at full size gives its bits
+    from_files = _hex(ImageHasher(method=method, jpeg_draft=False).fit_transform(photo_files))
+    assert np.mean(np.array(from_files) == np.array(_imagehash_hex(photo_files, method))) >= 0.99
+
+
+@pytest.mark.parametrize("method", ["phash", "dhash", "ahash"])
+def test_jpeg_draft_decoding_keeps_almost_every_bit(photo_files, method):
+    """JPEG draft decoding shrinks in libjpeg rather than with Lanczos: a few bits change."""
+    expected = _imagehash_hex(photo_files, method)
+    codes = ImageHasher(method=method).fit_transform(photo_files)
+    reference = np.array([np.frombuffer(bytes.fromhex(h), dtype=np.uint8) for h in expected])
+    agreement = 1 - np.unpackbits(codes ^ reference, axis=1).mean()
+    assert 0.96 <= agreement < 1.0  # measured 0.970-0.984; 1 would mean no draft decoding
+
+
+@pytest.mark.parametrize("hash_size", [4, 8, 16])
+def test_packed_rows_index_with_hamming_retriever(photos, hash_size):
+    images = photos[::6]  # the 18 originals
+    codes = ImageHasher(hash_size=hash_size).fit_transform(images)
+    assert codes.dtype == np.uint8 and codes.shape == (len(images), hash_size**2 // 8)
+    copies = [ImageEnhance.Brightness(im).enhance(1.2).resize((im.width // 2, im.height // 2)) for im in images]
+    retriever = NearestImageRetriever(n_neighbors=1, metric="hamming").fit(codes)
+    distances, indices = retriever.kneighbors(ImageHasher(hash_size=hash_size).transform(copies))
+    assert (indices.ravel() == np.arange(len(images))).mean() >= 0.9
+    assert np.median(distances) <= 0.1 * hash_size**2  # bits, out of hash_size**2
+
+
+def test_float_arrays_hash_at_any_scale(photos):
+    """Float (and other non-uint8) images are hashed without rounding, at any scale."""
+    gray = np.stack([np.asarray(photo.convert("L").resize((48, 40)), dtype=np.float64) / 255 for photo in photos[:12]])
+    for method in ("phash", "dhash", "ahash", "whash"):
+        hasher = ImageHasher(method=method)
+        codes = hasher.fit_transform(gray)
+        rescaled = hasher.transform(gray * 255)
+        assert np.unpackbits(rescaled ^ codes).mean() <= 0.01  # the same up to floating-point rounding
+        # the same images as 2-D rows, with their shape given
+        rows = ImageHasher(method=method, image_shape=(40, 48)).fit_transform(gray.reshape(len(gray), -1))
+        np.testing.assert_array_equal(rows, codes)
+
+
+def test_mirrored_codes_are_codes_of_mirrored_images(photos):
+    images = [np.asarray(photo) for photo in photos[:24]]
+    for method in ("phash", "dhash", "ahash", "whash"):
+        hasher = ImageHasher(method=method)
+        codes, mirrored = hasher._hash(images, mirrored=True)
+        np.testing.assert_array_equal(codes, hasher.transform(images))
+        np.testing.assert_array_equal(mirrored, hasher.transform([image[:, ::-1] for image in images]))
+
+
+def test_chunks_give_the_same_codes(photo_files, monkeypatch):
+    codes = ImageHasher(n_jobs=2).fit_transform(photo_files[:20])
+    monkeypatch.setattr(hashing_module, "_CHUNK", 3)
+    np.testing.assert_array_equal(ImageHasher().fit_transform(photo_files[:20]), codes)
+
+
+def test_exif_orientation_and_16_bit_files(photos, tmp_path):
+    photo = photos[0]
+    upright = ImageHasher(jpeg_draft=False).fit_transform([photo])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: displayed turned 90 degrees clockwise
+    photo.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.jpg", exif=exif, quality=95)
+    gray16 = (np.asarray(photo.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(gray16).save(tmp_path / "gray16.png")
+    with Image.open(tmp_path / "gray16.png") as img:
+        assert img.mode.startswith("I")  # a wide mode that Pillow's conversion to L would clip
+    codes = ImageHasher(jpeg_draft=False).fit_transform([str(tmp_path / "sideways.jpg"), str(tmp_path / "gray16.png")])
+    bits_apart = np.unpackbits(codes ^ upright, axis=1).sum(axis=1)
+    assert bits_apart.max() <= 4, bits_apart
+    turned = ImageHasher().fit_transform([photo.transpose(Image.Transpose.ROTATE_90)])
+    assert np.unpackbits(turned ^ upright).sum() > 16  # orientation matters, so it was applied
+
+
+def test_transform_needs_no_fit_and_outputs_pandas(photos):
+    pytest.importorskip("pandas", reason="pandas is not installed: set_output(transform='pandas') needs it")
+    hasher = ImageHasher(hash_size=4)
+    codes = hasher.transform(photos[:3])  # stateless: no fit needed
+    frame = hasher.set_output(transform="pandas").fit_transform(photos[:3])
+    assert list(frame.columns) == ["imagehasher0", "imagehasher1"]
+    np.testing.assert_array_equal(frame.to_numpy(), codes)
+
+
+def test_errors_name_the_problem(photos, tmp_path):
+    with pytest.raises(ValueError, match=r"hash_size=12 is not a power of two\. Use 8 \(64 bits\) or 16"):
+        ImageHasher(hash_size=12).fit(photos[:2])
+    with pytest.raises(ValueError, match="hash_size"):
+        ImageHasher(hash_size=2).transform(photos[:2])
+    with pytest.raises(ValueError, match="method"):
+        ImageHasher(method="md5").fit(photos[:2])
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a JPEG")
+    good = tmp_path / "good.jpg"
+    photos[0].save(good)
+    with pytest.raises(ValueError, match=r"Could not hash 1 of 2 images:\n  .*broken\.jpg: not an image"):
+        ImageHasher().transform([str(good), str(broken)])
+    with pytest.raises(TypeError, match="Wrap it in a list"):
+        ImageHasher().transform(str(good))
