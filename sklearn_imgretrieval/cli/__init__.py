@@ -12,12 +12,12 @@ import os
 import sys
 
 from .._version import __version__
-from . import _common, demo, evaluate, index, query
+from . import _common, demo, evaluate, index, query, serve
 from ._common import UsageError
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (demo, index, query, evaluate)
+_COMMANDS = (demo, index, query, evaluate, serve)
 
 
 def build_parser():
