@@ -52,7 +52,7 @@ def _page():
 
     policy = (
         f"default-src 'none'; script-src {digests('script')}; style-src {digests('style')}; "
-        "img-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        "img-src 'self' blob: data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
     headers = {"Content-Security-Policy": policy, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
     return html, headers
