@@ -22,8 +22,11 @@ the answer. Then, in this process, the same index's searcher is timed with
 the embedder's own batch_size (32, as indexed) against batch_size=1 (what
 the server sets), without HTTP, to show why the server sets it.
 
-Run (under the machine's benchmark lock, which other benchmarks take too)::
+Run (the timed part under the machine's benchmark lock, which other
+benchmarks take too; making the files and the index needs no lock, and is
+cached)::
 
+    nice -n 19 python benchmarks/bench_serve.py --prepare
     flock /tmp/bench.lock python benchmarks/bench_serve.py
     flock /tmp/bench.lock python benchmarks/bench_serve.py --screenshot docs/images/serve.png
     python benchmarks/bench_serve.py --quick     # 1,000 images, 20 + 40 queries: a smoke run
@@ -271,11 +274,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1,000 images and fewer queries: a smoke run")
     parser.add_argument("--screenshot", metavar="PNG", help="also save the page after one search")
+    parser.add_argument("--prepare", action="store_true", help="only make the image files and the index, then stop")
     args = parser.parse_args()
     n_images, n_single, per_client = (1_000, 20, 2) if args.quick else (10_000, 100, 10)
     n_clients = 20
     folder = make_collection(OUT / f"images{n_images}", n_images)
     index_path = build_index(folder, OUT / f"lite0-224-{n_images}.idx")
+    if args.prepare:
+        return
     queries = make_queries(max(n_single, n_clients * per_client))
 
     load_before = os.getloadavg()
