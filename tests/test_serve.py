@@ -24,6 +24,7 @@ from sklearn_imgretrieval import ImagePreprocessor, NearestImageRetriever, make_
 from sklearn_imgretrieval.datasets import load_sample_photos, make_near_duplicates
 from sklearn_imgretrieval.indexing import ImageIndex
 from sklearn_imgretrieval.serve import create_app
+from sklearn_imgretrieval.serve._searcher import ServerStopping
 
 LOCAL = "http://127.0.0.1"
 
@@ -334,6 +335,22 @@ def test_requests_during_start_up_get_503_with_retry_after(collection):
         opened.set()
         _wait_until_ready(client)
         assert _upload(client, _jpeg(load_sample_photos()[0][0]), k=1).json()["neighbors"][0]["id"] == 0
+
+
+def test_shutdown_waits_for_the_forward_pass_in_progress(collection):
+    """TensorFlow aborts the process if Python exits while it computes in a thread."""
+    opened = threading.Event()
+    opened.set()
+    index = _index(collection, Gate(opened))
+    opened.clear()
+    app = create_app(index)
+    with TestClient(app, base_url=LOCAL) as client:
+        assert client.get("/api/health").status_code == 503  # the warm-up waits at the gate
+        threading.Timer(0.5, opened.set).start()
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping >= 0.45 and app.state.searcher.ready
+    with pytest.raises(ServerStopping, match="the server is stopping"):
+        app.state.searcher.search_image(Image.new("RGB", (8, 8)), 1)
 
 
 def test_a_failed_warm_up_is_reported_by_each_search(collection):

@@ -111,7 +111,8 @@ def run(args):
             default_k=args.k,
             max_k=max(100, args.k),
             max_upload_bytes=args.max_upload_mb * _MEBIBYTE,
-            allowed_hosts=["127.0.0.1", "localhost", "[::1]"] if loopback else ["*"],
+            # Bound to the loopback: only its names (the default), so no DNS rebinding.
+            **({} if loopback else {"allowed_hosts": ["*"]}),
         )
         config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
         # Listen now: a client that connects before uvicorn's loop runs waits in the backlog, not refused.

@@ -20,6 +20,7 @@ from importlib import resources
 
 import anyio
 from joblib import cpu_count
+from PIL import Image
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -27,7 +28,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ._searcher import IndexSearcher, UnreadableImage
+from ._searcher import IndexSearcher, ServerStopping, UnreadableImage
 from ._uploads import FIELD, read_uploaded_file
 
 __all__ = ["create_app"]
@@ -229,7 +230,7 @@ def create_app(
         image_id = requested_id(request)
         try:
             data = await in_thread(searcher.thumbnail, image_id)
-        except (OSError, ValueError, SyntaxError) as exc:  # moved, deleted or damaged since indexing
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # moved, deleted, damaged
             raise HTTPException(
                 404, f"Image {image_id} is in the index, but its file {index.paths[image_id]} cannot be read now: {exc}"
             ) from None
@@ -242,10 +243,14 @@ def create_app(
     async def unreadable_image(request, exc):
         return JSONResponse({"error": f"Not a usable image: {exc}."}, status_code=400)
 
+    async def stopping(request, exc):
+        return JSONResponse({"error": "The server is stopping."}, status_code=503)
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         searcher.start_warm_up()
         yield
+        await anyio.to_thread.run_sync(searcher.wait_until_idle)
 
     app = Starlette(
         routes=[
@@ -258,7 +263,7 @@ def create_app(
             Route("/api/images/{image_id:int}/thumbnail", thumbnail),
         ],
         middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))],
-        exception_handlers={HTTPException: http_error, UnreadableImage: unreadable_image},
+        exception_handlers={HTTPException: http_error, UnreadableImage: unreadable_image, ServerStopping: stopping},
         lifespan=lifespan,
     )
     app.state.searcher = searcher

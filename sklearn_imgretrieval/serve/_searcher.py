@@ -18,11 +18,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..preprocessing import ImagePreprocessor
 
-__all__ = ["IndexSearcher", "UnreadableImage"]
+__all__ = ["IndexSearcher", "ServerStopping", "UnreadableImage"]
 
 
 class UnreadableImage(ValueError):
     """An uploaded file that is not an image the index can search with."""
+
+
+class ServerStopping(RuntimeError):
+    """A search that arrived while the server shuts down."""
 
 
 def _prepare_pipeline(pipeline, batch_size):
@@ -95,6 +99,7 @@ class IndexSearcher:
         self._search_lock = threading.Lock()
         self._ready = threading.Event()
         self._warm_up_started = False
+        self._stopping = False
         self._warm_up_start_lock = threading.Lock()
         self.warm_up_error = None
         # Per instance, so the cache goes with the searcher; lru_cache is thread-safe.
@@ -114,6 +119,17 @@ class IndexSearcher:
             self._warm_up_started = True
         # A daemon: Ctrl-C during warm-up must not wait for the forward pass.
         threading.Thread(target=self.warm_up, name="imgretrieval-warm-up", daemon=True).start()
+
+    def wait_until_idle(self):
+        """Block until no forward pass runs (the warm-up's included).
+
+        Called at shutdown: TensorFlow aborts the process when the
+        interpreter exits while it computes in another thread.
+        """
+        if self._warm_up_started:
+            self._ready.wait()
+        with self._embed_lock:
+            self._stopping = True  # a request still waiting for the lock must not start one
 
     def warm_up(self):
         """Embed one blank image: the first forward pass builds the network's
@@ -157,6 +173,8 @@ class IndexSearcher:
             reason = str(exc).splitlines()[-1].strip()
             raise UnreadableImage(f"the uploaded image cannot be decoded: {reason}") from None
         with self._embed_lock:
+            if self._stopping:
+                raise ServerStopping("the server is stopping")
             for step in self._embedders:
                 rows = step.transform(rows)
         return rows
