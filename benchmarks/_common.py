@@ -1,5 +1,8 @@
 """Helpers shared by the benchmark scripts (run as ``python benchmarks/x.py``)."""
 
+import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -34,3 +37,23 @@ def best_time(function, repeats=3):
         function()
         best = min(best, time.perf_counter() - started)
     return best
+
+
+def peak_rss_mb():
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def run_worker(script, task):
+    """Run ``script --worker TASK`` in a fresh process and return the JSON its last line prints.
+
+    A fresh process per measurement makes its peak memory its own.
+    """
+    done = subprocess.run(
+        [sys.executable, script, "--worker", json.dumps(task)], capture_output=True, text=True, check=False
+    )
+    if done.returncode:
+        raise RuntimeError(f"worker {task} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

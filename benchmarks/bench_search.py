@@ -31,12 +31,13 @@ Data files go to benchmarks/out/ (about 4 bytes x 128 x N per N).
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import peak_rss_mb
+from _common import run_worker as run_common_worker
 
 OUT = Path(__file__).parent / "out"
 DIMS = 128
@@ -115,13 +116,6 @@ def recall_at_k(found, truth):
 
 
 # --------------------------------------------------------------- workers
-def peak_rss_mb():
-    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
-
-
 def _median_time(function, repeats):
     times = []
     for _ in range(repeats):
@@ -216,12 +210,7 @@ def worker(task):
 
 
 def run_worker(task):
-    done = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(task)], capture_output=True, text=True, check=False
-    )
-    if done.returncode:
-        raise RuntimeError(f"worker {task['algorithm']} at N={task['n']} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_common_worker(__file__, task)
 
 
 # ----------------------------------------------------------------- parts

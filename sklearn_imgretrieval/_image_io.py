@@ -21,8 +21,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from joblib import effective_n_jobs
 from PIL import Image, UnidentifiedImageError
+
+from ._parallel import local_threads
 
 #: File name extensions taken as images when walking a folder.
 IMAGE_EXTENSIONS = (
@@ -332,7 +333,7 @@ def map_threads(function, items, n_jobs):
     for every item whose call raised, so that one bad file does not hide the
     others.
     """
-    n_threads = min(effective_n_jobs(n_jobs), len(items)) if items else 1
+    n_threads = min(local_threads(n_jobs), len(items)) if items else 1
 
     def guarded(index):
         try:

@@ -10,8 +10,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from . import _image_io
+from ._dask import is_dask_array, transform_blocks
 from ._image_shape import check_image_shape, image_shape_of_rows, rows_to_images
-from ._sklearn_compat import StrOptions, _fit_context, validate_data
+from ._sklearn_compat import StrOptions, _fit_context, output_container, validate_data
 
 __all__ = ["ImagePreprocessor"]
 
@@ -291,14 +292,24 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, sequence of PIL images, or array-like
-            The images; see the class docstring for accepted layouts.
+            The images; see the class docstring for accepted layouts. A
+            dask array of numbers is transformed block by block, lazily
+            (``flatten=True`` only).
 
         Returns
         -------
         X_out : ndarray of float32, shape (n, H * W * C) or (n, H, W, C)
-            One row (or image) per input image, in the same order.
+            One row (or image) per input image, in the same order (a dask
+            array for a dask array).
         """
         check_is_fitted(self)
+        if not self.flatten and output_container(self) != "default":
+            raise ValueError(
+                f"flatten=False gives 4-D images, which a {output_container(self)} DataFrame cannot hold. Use "
+                "flatten=True (one column per pixel) with set_output, or set_output(transform='default')."
+            )
+        if is_dask_array(X) and self.flatten:
+            return transform_blocks(self.transform, X, int(np.prod(self.image_shape_)))
         kind, data = self._read_input(X, reset=False)
         size = _check_size(self.size)
         height, width, channels = self.image_shape_
@@ -343,9 +354,12 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
             dtype=object,
         )
 
-    #: Fitting learns only the output shape, so any sample of the images fits it
-    #: the same way: ``RetrievalPipeline.partial_fit`` may fit it on its first chunk.
-    _fitted_from_any_sample = True
+    @property
+    def _fitted_from_any_sample(self):
+        # Fitting learns only the output shape: size (or the common size) and
+        # channels. Any sample gives the same, except that color_mode="keep"
+        # takes the channels of the images fitted.
+        return self.color_mode != "keep"
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -132,7 +133,7 @@ def test_empty_folder_and_foreign_model_file(tmp_path, index_file):
 def test_help_of_every_command_has_an_example():
     for command in ("demo", "index", "query", "evaluate"):
         result = run(command, "--help")
-        assert "example:" in result.stdout and f"imgretrieval {command}" in result.stdout
+        assert "example" in result.stdout and f"imgretrieval {command}" in result.stdout
 
 
 def test_help_does_not_import_tensorflow():
@@ -332,10 +333,11 @@ def test_sizes_that_cost_gigabytes_are_announced(capsys):
 
     from sklearn_imgretrieval.cli.index import _warn_about_cost
 
-    _warn_about_cost(31, (5000, 5000, 1), PCA(31))
+    _warn_about_cost(31, (5000, 5000, 1), PCA(31), chunk_size=256)
     warning = capsys.readouterr().err
-    assert "31 images at 5000x5000 take 2.9 GB of memory" in warning and "PCA index file about 3.0 GB" in warning
-    _warn_about_cost(100, (64, 64, 1), PCA(64))
+    assert "a chunk of 31 images at 5000x5000 takes 2.9 GB of memory" in warning
+    assert "PCA index file about 3.0 GB" in warning
+    _warn_about_cost(100_000, (64, 64, 1), PCA(64), chunk_size=256)  # memory follows the chunk, not the folder
     assert capsys.readouterr().err == ""
 
 
@@ -347,3 +349,33 @@ def test_query_of_a_pca_index_does_not_import_keras(photos, index_file):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_index_update_embeds_what_changed_and_keeps_the_settings(photos, index_file, tmp_path):
+    import shutil
+
+    folder = tmp_path / "photos"
+    shutil.copytree(photos, folder)
+    index = tmp_path / "photos.idx"
+    run("index", folder, "-o", index, "--embedder", "pca", "--size", 24, 24, "--algorithm", "hnsw")
+    shutil.copy(folder / "rings" / "rings0.png", folder / "rings" / "copy.png")
+    (folder / "stripes" / "stripes0.png").unlink()
+    result = run("index", folder, "-o", index, "--update")
+    assert "1 added, 0 changed, 1 removed, 2 unreadable skipped; 12 images in all" in result.stdout
+    assert "broken.jpg" in result.stderr and "notes.png" in result.stderr
+    answers = json.loads(run("query", index, folder / "rings" / "copy.png", "-k", 2, "--json").stdout)
+    assert {Path(n["path"]).name for n in answers[0]["neighbors"]} == {"copy.png", "rings0.png"}
+    for option, value in (("--embedder", "lite0"), ("--size", "32 32"), ("--algorithm", "ivf")):
+        result = run("index", folder, "-o", index, "--update", option, *value.split(), check_status=2)
+        assert f"the index was built with {option}" in result.stderr
+    result = run("index", folder, "-o", tmp_path / "none.idx", "--update", check_status=2)
+    assert "--update needs the index to update" in result.stderr
+
+
+def test_query_with_root_names_the_files_where_the_folder_moved(photos, index_file, tmp_path):
+    answers = json.loads(run("query", index_file, photos / "rings" / "rings2.png", "-k", 1, "--json").stdout)
+    assert answers[0]["neighbors"][0]["path"] == str(photos / "rings" / "rings2.png")  # absolute, from anywhere
+    moved = json.loads(
+        run("query", index_file, photos / "rings" / "rings2.png", "-k", 1, "--json", "--root", tmp_path).stdout
+    )
+    assert moved[0]["neighbors"][0]["path"] == str(tmp_path / "rings" / "rings2.png")

@@ -4,10 +4,13 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.decomposition import PCA
 
 from sklearn_imgretrieval import ImagePreprocessor, NearestImageRetriever, make_retrieval_pipeline, save
-from sklearn_imgretrieval.indexing import ImageIndex, load_index
+from sklearn_imgretrieval.datasets import load_image_folder
+from sklearn_imgretrieval.indexing import ImageIndex, build_index, load_index
 
 IMAGES = np.random.default_rng(0).random((6, 5, 5), dtype=np.float32)
 
@@ -62,3 +65,130 @@ def test_inconsistent_indexes_are_refused(pipe):
         ImageIndex(PCA(), paths)
     with pytest.raises(ValueError, match="needs a pipeline and its paths"):
         ImageIndex.__new__(ImageIndex).__setstate__({"format": "sklearn-imgretrieval-index"})
+
+
+# ------------------------------------------------------------------ streaming
+class CountingStep(TransformerMixin, BaseEstimator):
+    """Passes rows through and counts them, to see what a run embedded."""
+
+    seen = 0
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        type(self).seen += len(X)
+        return X
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False  # stateless, as scikit-learn's FunctionTransformer
+        return tags
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """12 small photos in two classes, and one file that is not an image."""
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        label = "red" if i < 6 else "blue"
+        (tmp_path / label).mkdir(exist_ok=True)
+        pixels = rng.integers(0, 256, size=(10, 12, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / label / f"{i:02d}.png")
+    (tmp_path / "blue" / "broken.png").write_bytes(b"not a png")
+    return tmp_path
+
+
+def _readable(folder):
+    """The folder's listing without the broken file."""
+    paths, labels, names = load_image_folder(folder)
+    keep = [i for i, path in enumerate(paths) if not path.endswith("broken.png")]
+    return [paths[i] for i in keep], labels[keep], names
+
+
+def _streaming_pipeline(**retriever):
+    return make_retrieval_pipeline(
+        ImagePreprocessor(size=(6, 6), color_mode="rgb"), NearestImageRetriever(n_neighbors=2, **retriever)
+    )
+
+
+def test_build_index_streams_chunks_and_skips_unreadable_files(folder):
+    paths, labels, names = load_image_folder(folder)
+    with pytest.warns(UserWarning, match=r"Skipped 1 unreadable image file\(s\): .*broken\.png"):
+        index = build_index(paths, _streaming_pipeline(), labels=labels, class_names=names, root=folder, chunk_size=5)
+    kept = [i for i, path in enumerate(paths) if not path.endswith("broken.png")]
+    assert index.paths == [paths[i] for i in kept] and len(index) == 12
+    np.testing.assert_array_equal(index.labels, labels[kept])
+    whole = _streaming_pipeline().fit([paths[i] for i in kept], labels[kept])
+    np.testing.assert_array_equal(whole[-1].index_.reconstruct(0, 12), index.pipeline[-1].index_.reconstruct(0, 12))
+    assert all(stat is not None and stat[0] > 0 for stat in index.file_stats)
+
+
+def test_build_index_fits_learning_steps_on_a_sample_only_when_asked(folder):
+    paths, _, _ = _readable(folder)
+    pipe = make_retrieval_pipeline(ImagePreprocessor(size=(6, 6), color_mode="rgb"), PCA(3), NearestImageRetriever())
+    with pytest.raises(ValueError, match=r"pca learn from the images.*fit_sample=N"):
+        build_index(paths, pipe)
+    index = build_index(paths, pipe, fit_sample=8, random_state=0, chunk_size=4)
+    assert index.pipeline[1].n_samples_ == 8 and len(index) == 12
+
+
+def test_ivf_cells_come_from_the_number_of_files(folder):
+    paths, _, _ = _readable(folder)
+    pipe = _streaming_pipeline(algorithm="ivf", random_state=0)
+    index = build_index(paths * 10, pipe, chunk_size=7)  # 120 files arriving 7 at a time
+    assert index.pipeline[-1].n_cells == 3 and index.pipeline[-1].index_.n_cells == 3  # 120 // 39, not 7 // 39
+
+
+def test_update_embeds_only_new_and_changed_files(folder):
+    paths, labels, names = _readable(folder)
+    index = build_index(paths, _streaming_pipeline(), labels=labels, class_names=names, root=folder)
+    (folder / "red" / "00.png").unlink()
+    Image.fromarray(np.zeros((10, 12, 3), dtype=np.uint8)).save(folder / "red" / "01.png")  # changed
+    os.utime(folder / "red" / "01.png", ns=(1, 1))
+    (folder / "green").mkdir()
+    Image.fromarray(np.full((10, 12, 3), 200, dtype=np.uint8)).save(folder / "green" / "new.png")
+    paths, labels, names = _readable(folder)
+    changes = index.update(paths, labels, names)
+    assert changes.removed == [str(folder / "red" / "00.png")]
+    assert changes.changed == [str(folder / "red" / "01.png")] and changes.added == [str(folder / "green" / "new.png")]
+    assert str(changes) == "1 added, 1 changed, 1 removed"
+    assert sorted(index.paths) == sorted(paths) and index.class_names == ["blue", "red", "green"]
+    assert index.class_names[index.labels[index.paths.index(str(folder / "green" / "new.png"))]] == "green"
+    fresh = _streaming_pipeline().fit(paths)
+    query = [str(folder / "red" / "01.png")]
+    assert index.paths[index.kneighbors(query, n_neighbors=1)[1][0, 0]] == query[0]
+    np.testing.assert_allclose(
+        index.pipeline[-1].index_.reconstruct(0, len(index)),
+        fresh[-1].index_.reconstruct(0, len(index))[[paths.index(p) for p in index.paths]],
+    )
+    assert str(index.update(paths)) == "0 added, 0 changed, 0 removed"
+
+
+def test_an_interrupted_build_resumes_from_its_checkpoint(folder, tmp_path_factory, monkeypatch):
+    import sklearn_imgretrieval.indexing as indexing
+
+    paths, _, _ = _readable(folder)
+    checkpoint = tmp_path_factory.mktemp("run") / "photos.idx.partial"
+    monkeypatch.setattr(indexing, "_CHECKPOINT_SECONDS", 0)  # save after every chunk
+
+    def stop_after_two_chunks(stage, done, total):
+        if stage == "embedding" and done >= 8:
+            raise KeyboardInterrupt
+
+    pipe = make_retrieval_pipeline(
+        ImagePreprocessor(size=(6, 6), color_mode="rgb"), CountingStep(), NearestImageRetriever()
+    )
+    CountingStep.seen = 0
+    with pytest.raises(KeyboardInterrupt):
+        build_index(
+            paths, pipe, chunk_size=4, checkpoint=checkpoint, settings={"run": 1}, progress=stop_after_two_chunks
+        )
+    trusted = [f"{CountingStep.__module__}.CountingStep"]
+    assert len(load_index(checkpoint, trusted=trusted)) == 8
+    CountingStep.seen = 0
+    index = build_index(paths, clone(pipe), chunk_size=4, checkpoint=checkpoint, settings={"run": 1}, trusted=trusted)
+    assert CountingStep.seen == 4 and index.paths == paths  # only the last chunk was embedded again
+    with pytest.warns(UserWarning, match="other settings; starting over"):
+        again = build_index(paths, clone(pipe), checkpoint=checkpoint, settings={"run": 2}, trusted=trusted)
+    assert len(again) == 12

@@ -6,6 +6,7 @@ import joblib
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.model_selection import GridSearchCV
 
@@ -124,7 +125,12 @@ def test_partial_fit_streams_chunks_into_one_gallery():
     labels = np.arange(60) % 3
     whole = make_retrieval_pipeline(ImagePreprocessor(size=(8, 8)), NearestImageRetriever(n_neighbors=4))
     whole.fit(images, labels)
-    streamed = make_retrieval_pipeline(ImagePreprocessor(size=(8, 8)), NearestImageRetriever(n_neighbors=4))
+    # color_mode="keep" would take its channels from the first chunk alone, so it is refused
+    with pytest.raises(ValueError, match="ImagePreprocessor.*is not fitted"):
+        clone(whole).partial_fit(images[:10], labels[:10])
+    streamed = make_retrieval_pipeline(
+        ImagePreprocessor(size=(8, 8), color_mode="grayscale"), NearestImageRetriever(n_neighbors=4)
+    )
     for chunk in np.array_split(np.arange(60), 4):
         streamed.partial_fit(images[chunk], labels[chunk])
     assert streamed[-1].n_samples_fit_ == 60

@@ -417,3 +417,11 @@ def test_ctrl_c_drops_the_queued_decodes():
     with pytest.raises(KeyboardInterrupt):
         _image_io.map_threads(decode, list(range(500)), n_jobs=2)
     assert len(calls) < 100
+
+
+def test_set_output_pandas_needs_flat_rows():
+    images = np.random.default_rng(0).random((3, 4, 4), dtype=np.float32)
+    frame = ImagePreprocessor().set_output(transform="pandas").fit_transform(images)
+    assert frame.shape == (3, 16) and list(frame.columns[:2]) == ["pixel_0_0_gray", "pixel_0_1_gray"]
+    with pytest.raises(ValueError, match="flatten=False gives 4-D images, which a pandas DataFrame cannot hold"):
+        ImagePreprocessor(flatten=False).set_output(transform="pandas").fit_transform(images)

@@ -5,6 +5,7 @@ command builds.
 """
 
 import argparse
+import contextlib
 import sys
 import time
 import warnings
@@ -17,7 +18,6 @@ from .._files import atomic_write, check_output_path
 EMBEDDERS = ("lite0", "autoencoder", "vae", "pca")
 #: Embedders that learn from the folder itself, and so need more than one image.
 LEARNED_EMBEDDERS = ("autoencoder", "vae", "pca")
-_CHUNK = 256  # images decoded or embedded between two progress updates
 
 #: Files written by this run, named in the message after Ctrl-C.
 written = []
@@ -79,68 +79,123 @@ def check_enough_images(embedder_name, n_images, where):
         )
 
 
-def progress(done, total, label, started):
-    """A one-line progress bar on stderr, redrawn in place on a terminal."""
-    if not sys.stderr.isatty() and done < total:
-        return
-    width = 30
-    filled = int(width * done / max(total, 1))
-    elapsed = time.perf_counter() - started
-    line = f"{label:<10} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {elapsed:5.1f}s"
-    end = "\n" if done >= total else ""
-    print(("\r" if sys.stderr.isatty() else "") + line, end=end, file=sys.stderr, flush=True)
+@contextlib.contextmanager
+def printed_warnings():
+    """Print the library's warnings as one ``imgretrieval: warning:`` line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for warning in caught:
+                print(f"imgretrieval: warning: {warning.message}", file=sys.stderr)
 
 
-def in_chunks(function, items, label):
-    """``function`` over ``items`` in chunks, stacked, with a progress bar."""
-    started = time.perf_counter()
-    parts = []
-    for start in range(0, len(items), _CHUNK):
-        parts.append(function(items[start : start + _CHUNK]))
-        progress(min(start + _CHUNK, len(items)), len(items), label, started)
-    return np.concatenate(parts)
+@contextlib.contextmanager
+def progress_bars():
+    """A ``progress(stage, done, total)`` callback drawing one tqdm bar per stage on stderr."""
+    from tqdm import tqdm
+
+    bars = {}
+
+    def progress(stage, done, total):
+        if stage not in bars:
+            bars[stage] = tqdm(total=total, desc=f"{stage:<9}", unit="image", file=sys.stderr, disable=None)
+        bar = bars[stage]
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        yield progress
+    finally:
+        for bar in bars.values():
+            bar.close()
 
 
-def make_embedder(name, *, epochs, batch_size, random_state=0):
-    """The embedder a command-line name stands for."""
+#: What each command-line embedder means when an option is left out.
+EMBEDDER_DEFAULTS = {
+    "lite0": {"size": [224, 224], "color": "rgb", "dims": None},
+    "pca": {"size": [64, 64], "color": "grayscale", "dims": 64},
+    "autoencoder": {"size": [64, 64], "color": "grayscale", "dims": 64},
+    "vae": {"size": [64, 64], "color": "grayscale", "dims": 32},
+}
+_BACKBONE_DEFAULTS = {"size": [224, 224], "color": "rgb", "dims": None}  # keras.applications names
+
+
+def embedder_settings(args, stored=None):
+    """The embedder's settings: the options given, else ``stored`` (an index's), else the defaults.
+
+    With ``stored``, an option that differs from it is an error: an index
+    must embed every image the same way.
+    """
+    given = {
+        "embedder": args.embedder,
+        "size": None if args.size is None else list(args.size),
+        "color": args.color,
+        "dims": args.dims,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+    }
+    if stored is not None:
+        for key, value in given.items():
+            if value is not None and key in stored and stored[key] != value:
+                option = "--" + key.replace("_", "-")
+                raise UsageError(
+                    f"the index was built with {option} {_shown(stored[key])}, not {_shown(value)}; an update must "
+                    f"embed like the index did. Leave {option} out, or build a new index without --update."
+                )
+        return {key: stored.get(key, value) for key, value in given.items()}
+    name = given["embedder"] or "lite0"
+    defaults = EMBEDDER_DEFAULTS.get(name, _BACKBONE_DEFAULTS)
+    settings = {"embedder": name, **{key: given[key] if given[key] is not None else defaults[key] for key in defaults}}
+    settings["epochs"] = given["epochs"] or 10
+    settings["batch_size"] = given["batch_size"]
+    return settings
+
+
+def _shown(value):
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def make_embedder(settings, random_state=0):
+    """The embedder the settings of :func:`embedder_settings` stand for."""
+    name, dims, batch = settings["embedder"], settings["dims"], settings["batch_size"]
     if name == "pca":
         from sklearn.decomposition import PCA
 
-        return PCA(n_components=64, random_state=random_state)
+        return PCA(n_components=dims, random_state=random_state)
     if name in ("autoencoder", "vae"):
         from .. import AutoencoderEmbedder, VAEEmbedder
 
         cls = AutoencoderEmbedder if name == "autoencoder" else VAEEmbedder
-        params = dict(latent_dim=64 if name == "autoencoder" else 32, epochs=epochs, random_state=random_state)
-        if batch_size:
-            params["batch_size"] = batch_size
+        params = dict(latent_dim=dims, epochs=settings["epochs"], random_state=random_state)
+        if batch:
+            params["batch_size"] = batch
         return cls(architecture="conv", **params)
     from .. import PretrainedCNNEmbedder
 
-    params = {"batch_size": batch_size} if batch_size else {}
+    params = {"batch_size": batch} if batch else {}
     if name == "lite0":
         return PretrainedCNNEmbedder(**params)
     return PretrainedCNNEmbedder(backbone=name, weights="imagenet", **params)
 
 
+def make_preprocessor(settings):
+    from .. import ImagePreprocessor
+
+    return ImagePreprocessor(size=tuple(settings["size"]), color_mode=settings["color"], n_jobs=-1)
+
+
 def fit_components_to(embedder, n_samples, n_features):
-    """Lower PCA's 64 components to what a small folder allows."""
+    """Lower PCA's components to what a small folder allows."""
     if hasattr(embedder, "n_components"):
         embedder.set_params(n_components=min(embedder.n_components, n_samples, n_features))
     return embedder
 
 
-def default_size(embedder_name):
-    return (64, 64) if embedder_name in ("pca", "autoencoder", "vae") else (224, 224)
-
-
-def color_mode(embedder_name):
-    return "grayscale" if embedder_name in ("pca", "autoencoder", "vae") else "rgb"
-
-
-def list_folder(folder):
-    """Paths, labels and class names of the readable images of ``folder``; the
-    unreadable ones are named in one warning."""
+def list_folder(folder, verify=True):
+    """Paths, labels and class names of the images of ``folder``; with ``verify``
+    only the readable ones, the others named in one warning."""
     from .._image_io import IMAGE_EXTENSIONS
     from ..datasets import load_image_folder
 
@@ -149,7 +204,7 @@ def list_folder(folder):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            found = load_image_folder(folder, verify=True, n_jobs=-1)
+            found = load_image_folder(folder, verify=verify, n_jobs=-1)
         except ValueError:  # the folder exists, so: no readable image in it
             found = None
     for warning in caught:
@@ -219,13 +274,36 @@ def evaluate(name, steps, data):
     return name, scores, time.perf_counter() - started
 
 
-def embedder_arguments(parser, default="lite0"):
-    parser.add_argument(
+def embedder_arguments(parser):
+    """The options that say how images are embedded, with their defaults in --help."""
+    group = parser.add_argument_group("embedding (defaults depend on --embedder)")
+    group.add_argument(
         "--embedder",
-        default=default,
-        help=f"{', '.join(EMBEDDERS)}, or a keras.applications backbone name such as "
-        f"mobilenet_v3_small (ImageNet weights; downloaded once). Default: {default}.",
+        help=f"{', '.join(EMBEDDERS)}, or a keras.applications backbone name such as mobilenet_v3_small "
+        "(ImageNet weights, downloaded once). Default: lite0, EfficientNet-Lite0 with its bundled "
+        "ImageNet weights (offline, nothing to train)",
     )
-    parser.add_argument("--size", nargs=2, type=positive_int, metavar=("H", "W"), help="resize images to H x W")
-    parser.add_argument("--batch-size", type=positive_int, default=None, help="batch size of the embedder")
-    parser.add_argument("--epochs", type=positive_int, default=10, help="training epochs (autoencoder, vae)")
+    group.add_argument(
+        "--size",
+        nargs=2,
+        type=positive_int,
+        metavar=("H", "W"),
+        help="resize images to H x W. Default: 224 224 for lite0 and backbones, 64 64 for pca, autoencoder, vae",
+    )
+    group.add_argument(
+        "--color",
+        choices=("rgb", "grayscale"),
+        help="colour of the images the embedder sees. Default: rgb for lite0 and backbones, grayscale for the others",
+    )
+    group.add_argument(
+        "--dims",
+        type=positive_int,
+        help="size of the embedding of pca, autoencoder and vae. Default: 64, 64 and 32 "
+        "(lite0 gives 1280, fixed by the network)",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="images per batch through the network. Default: the embedder's own (32 for lite0, 128 for the others)",
+    )
+    group.add_argument("--epochs", type=positive_int, help="training epochs of autoencoder and vae. Default: 10")

@@ -1,38 +1,79 @@
-"""``imgretrieval index``: embed a folder of images and save a searchable index."""
+"""``imgretrieval index``: stream a folder of images into a searchable index file."""
 
 import math
 import sys
+from pathlib import Path
 
 from .._files import check_output_path
 from ._common import (
+    LEARNED_EMBEDDERS,
+    UsageError,
     check_enough_images,
-    color_mode,
-    default_size,
     embedder_arguments,
+    embedder_settings,
     fit_components_to,
-    in_chunks,
     list_folder,
     make_embedder,
+    make_preprocessor,
+    positive_int,
+    printed_warnings,
+    progress_bars,
     save_index,
+    written,
 )
 
 _LARGE = 1 << 30  # bytes of memory or of index file worth a warning
+_ALGORITHMS = ("auto", "flat", "ivf", "hnsw", "ivfpq")
 
 
 def add_parser(commands, formatter):
     parser = commands.add_parser(
         "index",
-        help="embed a folder of images and save a searchable index",
-        description="Walk FOLDER recursively, embed every readable image (unreadable files are "
-        "skipped with a warning) and save the fitted pipeline with the list of paths, in a "
-        "file format that loads without running code.",
-        epilog="example:\n  imgretrieval index photos/ -o photos.idx --embedder lite0",
+        help="embed a folder of images into a searchable index file",
+        description="Walk FOLDER recursively and stream its images into an index, chunk by chunk "
+        "(decode, embed, add): memory stays flat however many images there are. Unreadable files "
+        "are skipped with a warning. The file loads without running code. A run stopped by Ctrl-C "
+        "or killed keeps the previous index, and the same command continues where it stopped.",
+        epilog="examples:\n"
+        "  imgretrieval index photos/ -o photos.idx\n"
+        "  imgretrieval index photos/ -o photos.idx --update          # only new or changed files\n"
+        "  imgretrieval index photos/ -o photos.idx --workers 4       # a local Dask cluster\n"
+        "  imgretrieval index photos/ -o photos.idx --scheduler tcp://10.0.0.5:8786",
         formatter_class=formatter,
     )
     parser.add_argument("folder", help="folder of images (subfolders are labels)")
     parser.add_argument("-o", "--output", required=True, help="index file to write, such as photos.idx")
-    parser.add_argument("--metric", default="cosine", help="distance between embeddings (default: cosine)")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="update the index in --output: embed new and changed files (by size and time), drop deleted ones",
+    )
+    parser.add_argument("--metric", help="distance between embeddings. Default: cosine")
+    parser.add_argument(
+        "--algorithm",
+        choices=_ALGORITHMS,
+        help="search structure: exact (auto, flat) or approximate (ivf, hnsw, ivfpq; see the docs' "
+        "'Choosing an index'). Default: auto",
+    )
     embedder_arguments(parser)
+    stream = parser.add_argument_group("streaming")
+    stream.add_argument(
+        "--fit-sample",
+        type=positive_int,
+        default=5000,
+        help="images that pca, autoencoder and vae learn from before the folder streams through (default: %(default)s)",
+    )
+    stream.add_argument(
+        "--chunk-size",
+        type=positive_int,
+        default=256,
+        help="images decoded and embedded at a time (default: %(default)s)",
+    )
+    cluster = stream.add_mutually_exclusive_group()
+    cluster.add_argument("--scheduler", metavar="ADDRESS", help="embed on the Dask cluster of this scheduler")
+    cluster.add_argument(
+        "--workers", type=positive_int, metavar="N", help="embed on a local Dask cluster of N worker processes"
+    )
     parser.set_defaults(run=run)
 
 
@@ -40,11 +81,11 @@ def _gigabytes(n_bytes):
     return f"{n_bytes / 2**30:.1f} GB"
 
 
-def _warn_about_cost(n_images, image_shape, embedder):
+def _warn_about_cost(n_images, image_shape, embedder, chunk_size):
     """Warn when an image size makes indexing take gigabytes of memory or of file."""
     height, width, channels = image_shape
     features = height * width * channels
-    pixels = n_images * features * 4  # float32 rows of every image, held while embedding
+    pixels = min(n_images, chunk_size) * features * 4  # float32 rows of one chunk, held while embedding
     model, what = 0, ""
     if hasattr(embedder, "n_components"):  # PCA stores one float32 image per component, and the mean
         model, what = (embedder.n_components + 1) * features * 4, "the PCA index file"
@@ -54,42 +95,93 @@ def _warn_about_cost(n_images, image_shape, embedder):
         units = embedder.hidden_units[0] if embedder.hidden_units else embedder.latent_dim
         model, what = 2 * grid * embedder.filters[-1] * units * 4, "the autoencoder's weights"
     if max(pixels, model) > _LARGE:
-        cost = f"{n_images} images at {height}x{width} take {_gigabytes(pixels)} of memory while indexing"
+        cost = f"a chunk of {min(n_images, chunk_size)} images at {height}x{width} takes {_gigabytes(pixels)} of memory"
         if model:
             cost += f", and {what} about {_gigabytes(model)}"
         print(f"imgretrieval: warning: {cost}. A smaller --size costs far less.", file=sys.stderr)
 
 
-def _fit_pipeline(paths, labels, args, size):
-    """Fit preprocessor, embedder and retriever step by step, with progress bars,
-    decoding each image once; return them as one fitted RetrievalPipeline."""
-    from .. import ImagePreprocessor, NearestImageRetriever, RetrievalPipeline
+def _new_pipeline(settings, n_images, fit_sample, chunk_size):
+    from .. import NearestImageRetriever, RetrievalPipeline
+    from .._sklearn_compat import validate_params
 
-    retriever = NearestImageRetriever(n_neighbors=min(5, len(paths)), metric=args.metric)
-    retriever._validate_params()  # a misspelt --metric is reported before the work, not after
-    preprocessor = ImagePreprocessor(size=size, color_mode=color_mode(args.embedder), n_jobs=-1)
-    preprocessor.fit(paths)
-    embedder = make_embedder(args.embedder, epochs=args.epochs, batch_size=args.batch_size)
-    fit_components_to(embedder, len(paths), math.prod(preprocessor.image_shape_))
-    _warn_about_cost(len(paths), preprocessor.image_shape_, embedder)
-    rows = in_chunks(preprocessor.transform, paths, "decoding")
-    embedder.fit(rows)
-    embeddings = in_chunks(embedder.transform, rows, "embedding")
-    retriever.fit(embeddings, labels)
+    retriever = NearestImageRetriever(
+        n_neighbors=min(5, n_images), metric=settings["metric"], algorithm=settings["algorithm"]
+    )
+    try:  # a misspelt --metric, or one the algorithm cannot serve, is reported before any work
+        validate_params(retriever)
+        retriever._resolve_algorithm()
+    except ValueError as exc:
+        raise UsageError(f"--metric {settings['metric']} with --algorithm {settings['algorithm']}: {exc}") from None
+    preprocessor = make_preprocessor(settings)
+    embedder = make_embedder(settings)
+    size = settings["size"]
+    image_shape = (size[0], size[1], 3 if settings["color"] == "rgb" else 1)
+    fit_components_to(embedder, min(fit_sample, n_images), math.prod(image_shape))
+    _warn_about_cost(n_images, image_shape, embedder, chunk_size)
+    if settings["embedder"] in LEARNED_EMBEDDERS and n_images > fit_sample:
+        print(
+            f"imgretrieval: {settings['embedder']} learns from a random sample of {fit_sample} of the "
+            f"{n_images} images (--fit-sample), then every image streams through it",
+            file=sys.stderr,
+        )
     return RetrievalPipeline(
         [("imagepreprocessor", preprocessor), ("embedder", embedder), ("nearestimageretriever", retriever)]
     )
 
 
 def run(args):
-    from ..indexing import ImageIndex
+    from ..indexing import build_index, dask_client, load_index
 
-    check_output_path(args.output)
-    paths, labels, class_names = list_folder(args.folder)
-    check_enough_images(args.embedder, len(paths), args.folder)
-    size = tuple(args.size) if args.size else default_size(args.embedder)
-    pipe = _fit_pipeline(paths, labels, args, size)
-    settings = {"embedder": args.embedder, "size": list(size), "metric": args.metric}
-    index = ImageIndex(pipe, paths, root=args.folder, labels=labels, class_names=class_names, settings=settings)
-    save_index(index, args.output)
-    print(f"indexed {len(paths)} images from {args.folder} into {args.output}")
+    output = Path(args.output)
+    check_output_path(output)
+    checkpoint = output.with_name(output.name + ".partial")
+    paths, labels, class_names = list_folder(args.folder, verify=False)
+    stored = None
+    if args.update:
+        if not output.is_file():
+            raise UsageError(f"--update needs the index to update, and there is none at {output}")
+        index = load_index(output)
+        stored = index.settings
+        for option, value in (("metric", args.metric), ("algorithm", args.algorithm)):
+            if value is not None and stored.get(option) != value:
+                raise UsageError(
+                    f"the index was built with --{option} {stored.get(option)}, not {value}; leave --{option} "
+                    "out, or build a new index without --update."
+                )
+    settings = embedder_settings(args, stored)
+    settings["metric"] = (stored or {}).get("metric") or args.metric or "cosine"
+    settings["algorithm"] = (stored or {}).get("algorithm") or args.algorithm or "auto"
+    if settings["embedder"] in LEARNED_EMBEDDERS and len(paths) <= args.fit_sample and not args.update:
+        # The embedder learns from every image: count only the readable ones (a small folder, so cheap).
+        paths, labels, class_names = list_folder(args.folder, verify=True)
+    check_enough_images(settings["embedder"], len(paths), args.folder)
+
+    try:
+        with printed_warnings(), progress_bars() as bars, dask_client(args.scheduler, args.workers) as client:
+            if args.update:
+                changes = index.update(
+                    paths, labels, class_names, chunk_size=args.chunk_size, client=client, checkpoint=checkpoint,
+                    progress=bars,
+                )  # fmt: skip
+            else:
+                pipeline = _new_pipeline(settings, len(paths), args.fit_sample, args.chunk_size)
+                index = build_index(
+                    paths, pipeline, labels=labels, class_names=class_names, root=args.folder, settings=settings,
+                    chunk_size=args.chunk_size, fit_sample=args.fit_sample, random_state=0, client=client,
+                    checkpoint=checkpoint, progress=bars,
+                )  # fmt: skip
+    except KeyboardInterrupt:
+        if checkpoint.exists():
+            written.append(f"the progress in {checkpoint} (run the same command again to continue)")
+        raise
+    save_index(index, output)
+    checkpoint.unlink(missing_ok=True)
+    if args.update:
+        if changes.skipped:
+            listed = "; ".join(f"{path} ({reason})" for path, reason in changes.skipped[:20])
+            more = f"; and {len(changes.skipped) - 20} more" if len(changes.skipped) > 20 else ""
+            print(f"imgretrieval: warning: skipped unreadable image files: {listed}{more}", file=sys.stderr)
+        print(f"updated {output} from {args.folder}: {changes}; {len(index)} images in all")
+    else:
+        print(f"indexed {len(index)} images from {args.folder} into {output}")

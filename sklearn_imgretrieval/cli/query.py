@@ -37,6 +37,12 @@ def add_parser(commands, formatter):
         "runs any code its author put in it: only for files you made or trust",
     )
     parser.add_argument("--convert-to", metavar="FILE", help="write the index in the safe format to FILE")
+    parser.add_argument(
+        "--root",
+        metavar="FOLDER",
+        help="where the indexed folder is now, when it has moved since indexing: answers (and --plot) "
+        "name the files there",
+    )
     parser.set_defaults(run=run)
 
 
@@ -63,13 +69,13 @@ def _index_from_pickle(path):
     raise UsageError(f"{path} is a pickle, but not of an index written by `imgretrieval index`.")
 
 
-def read_index(path, *, trust_pickle=False):
+def read_index(path, *, trust_pickle=False, root=None):
     """Load an index file: the safe format, or a pickle only with ``trust_pickle``."""
     from ..indexing import load_index
 
     kind = pickle_kind(path)
     if kind is None:
-        return load_index(path)
+        return load_index(path, root=root)
     if not trust_pickle:
         raise UsageError(
             f"{path} is {kind}, which imgretrieval does not load: loading a pickle can run any code "
@@ -78,6 +84,20 @@ def read_index(path, *, trust_pickle=False):
             "in the safe format."
         )
     return _index_from_pickle(path)
+
+
+def _batch_for(pipeline, n_images):
+    """Embed the queries in one batch of their own size.
+
+    Networks pad every batch to ``batch_size`` rows so that an embedding does
+    not depend on its batch-mates; for a few queries that is mostly padding
+    (32 images through the network for one). A query's embedding then
+    differs from the gallery's computation by float rounding (~1e-7), which
+    no ranking sees.
+    """
+    for _, step in pipeline.steps[:-1]:
+        if "batch_size" in getattr(step, "get_params", dict)():
+            step.set_params(batch_size=max(1, min(step.batch_size, n_images)))
 
 
 def run(args):
@@ -93,7 +113,7 @@ def run(args):
     missing = [image for image in args.images if not Path(image).is_file()]
     if missing:
         raise UsageError(f"no such image file: {', '.join(missing)}")
-    index = read_index(args.index, trust_pickle=args.trust_pickle)
+    index = read_index(args.index, trust_pickle=args.trust_pickle, root=args.root)
     if args.convert_to:
         save_index(index, args.convert_to)
         print(f"wrote {args.convert_to}: the index in the safe format", file=sys.stderr)
@@ -106,6 +126,7 @@ def run(args):
         return
     gallery = index.paths
     k = min(args.k, len(gallery))
+    _batch_for(index.pipeline, len(args.images))
     distances, indices = index.kneighbors(args.images, n_neighbors=k)
     results = [
         {

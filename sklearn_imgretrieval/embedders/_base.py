@@ -18,6 +18,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from .._dask import is_dask_array, transform_blocks
 from .._image_shape import check_image_shape, infer_image_shape
 from .._sklearn_compat import Interval, validate_data
 
@@ -258,14 +259,17 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features) or (n_samples, H, W, C)
-            Images as rows (from ImagePreprocessor) or as a 4-D array.
+            Images as rows (from ImagePreprocessor) or as a 4-D array. A
+            dask array is embedded block by block, lazily.
 
         Returns
         -------
         embeddings : ndarray of float32, shape (n_samples, latent_dim)
-            One embedding per image.
+            One embedding per image (a dask array for a dask array).
         """
         check_is_fitted(self, self._keras_models)
+        if is_dask_array(X):  # a lazy dask array back, block by block
+            return transform_blocks(self.transform, X, self._n_features_out)
         rows = self._validate_input(X, reset=False)
         return self._embed(rows)
 

@@ -18,8 +18,8 @@ import contextlib
 import math
 
 import numpy as np
-from joblib import effective_n_jobs
 
+from .._parallel import local_threads
 from ._index import SearchIndex, ragged, sorted_ragged
 
 FLOAT_METRICS = frozenset({"euclidean", "sqeuclidean", "cosine", "inner_product"})
@@ -50,7 +50,7 @@ def faiss_threads(faiss, n_jobs):
         yield
         return
     previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(effective_n_jobs(n_jobs))
+    faiss.omp_set_num_threads(local_threads(n_jobs))
     try:
         yield
     finally:

@@ -1,0 +1,135 @@
+"""Dask (dask.distributed): embedding files on a cluster, and dask arrays through transform.
+
+This is the one module that talks to Dask, imported only when a client or a
+dask array is given. Workers are separate processes started with spawn, so
+Keras never runs in a forked process.
+"""
+
+import contextlib
+
+import numpy as np
+
+
+def import_distributed():
+    try:
+        import dask.distributed
+    except ImportError as exc:
+        raise ImportError(
+            'Embedding on a Dask cluster needs dask.distributed: pip install "sklearn-imgretrieval[dask]" '
+            '(or pip install "dask[distributed]").'
+        ) from exc
+    return dask.distributed
+
+
+@contextlib.contextmanager
+def dask_client(address=None, n_workers=None, *, timeout=10):
+    """A Dask client: to the scheduler at ``address``, or to a local cluster of ``n_workers``.
+
+    A local cluster runs one single-threaded worker process per worker
+    (started with spawn) and is closed on exit; a remote scheduler is left
+    running. A scheduler that does not answer within ``timeout`` seconds is
+    a clear error naming its address.
+
+    Parameters
+    ----------
+    address : str, default=None
+        The scheduler, such as ``"tcp://10.0.0.5:8786"``.
+    n_workers : int, default=None
+        Workers of a local cluster, when no address is given.
+    timeout : float, default=10
+        Seconds to wait for the scheduler.
+
+    Yields
+    ------
+    client : dask.distributed.Client
+    """
+    distributed = import_distributed()
+    if address is not None:
+        try:
+            client = distributed.Client(address, timeout=f"{timeout}s", set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ConnectionError(
+                f"Could not reach the Dask scheduler at {address} within {timeout} s ({exc}). Check the "
+                "address and that `dask scheduler` runs there."
+            ) from None
+        with client:
+            yield client
+        return
+    cluster = distributed.LocalCluster(
+        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    with cluster, distributed.Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+def _embed_chunk(steps, paths):
+    from .indexing import embed_files
+
+    return embed_files(steps, paths)
+
+
+def embed_on_cluster(client, steps, paths, chunk_size):
+    """``(start, embed_files(...))`` per chunk, computed on the cluster, yielded in file order.
+
+    The fitted ``steps`` go to every worker once (``scatter(broadcast=True)``);
+    each task then carries only its file names. A few chunks per worker are
+    in flight at a time, so that memory stays flat however many files there
+    are. A task whose worker dies is run again on another worker (Dask's
+    own retry); when it keeps failing the run stops with an error naming the
+    chunk, and nothing is half-written.
+    """
+    distributed = import_distributed()
+    remote_steps = client.scatter(steps, broadcast=True)
+    starts = list(range(0, len(paths), chunk_size))
+    n_workers = max(1, len(client.scheduler_info()["workers"]))
+    in_flight = 2 * n_workers
+
+    def submit(start):
+        chunk = list(paths[start : start + chunk_size])
+        return client.submit(_embed_chunk, remote_steps, chunk, pure=False)
+
+    futures = {submit(start): start for start in starts[:in_flight]}
+    queued = iter(starts[in_flight:])
+    finished = {}
+    next_start = 0
+    waiting = distributed.as_completed(list(futures), loop=client.loop)
+    try:
+        for future in waiting:
+            start = futures.pop(future)
+            try:
+                finished[start] = future.result()
+            except distributed.KilledWorker as exc:
+                raise RuntimeError(
+                    f"Dask workers kept dying while embedding the chunk that starts at {paths[start]} "
+                    f"({exc}); nothing was written. Check the workers' memory and logs."
+                ) from None
+            following = next(queued, None)
+            if following is not None:
+                new = submit(following)
+                futures[new] = following
+                waiting.add(new)
+            while next_start in finished:
+                yield next_start, finished.pop(next_start)
+                next_start += chunk_size
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def is_dask_array(X):
+    return type(X).__module__.startswith("dask.array")
+
+
+def transform_blocks(transform, X, n_features_out):
+    """``transform`` mapped over the row blocks of the dask array ``X``: a lazy dask array.
+
+    Every block holds all the columns (the array is rechunked if not), so
+    each call sees whole images.
+    """
+    X = X.rechunk({i: -1 for i in range(1, X.ndim)})
+    return X.map_blocks(
+        transform,
+        dtype=np.float32,
+        chunks=(X.chunks[0], (n_features_out,)),
+        drop_axis=list(range(2, X.ndim)),
+    )
