@@ -4,9 +4,9 @@ The collection (built once, cached under benchmarks/out/serve/): the 13
 sample photos, each with 70 edited copies (crop, half size, JPEG quality 25,
 5-degree rotation, mirror, brighter; scaled to a long side of 256-640
 pixels, JPEG), and Fashion-MNIST training items as PNGs up to 10,000 files.
-It is indexed as ``imgretrieval index`` does (EfficientNet-Lite0 at 224x224,
-cosine, exact FAISS search), chunk by chunk through
-``RetrievalPipeline.partial_fit`` so that memory follows the chunk.
+It is indexed by ``imgretrieval index FOLDER -o FILE`` with its defaults
+(EfficientNet-Lite0 at 224x224, cosine, exact FAISS search, streamed in
+chunks).
 
 The server is started as a user starts it, ``imgretrieval serve INDEX
 --port 0``, in a subprocess. Queries are 100 new edited copies of the sample
@@ -46,7 +46,6 @@ import numpy as np
 
 OUT = Path(__file__).parent / "out" / "serve"
 N_COPIES = 70  # edited copies of each sample photo in the collection
-CHUNK = 512  # images decoded and embedded at a time while indexing
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -99,31 +98,11 @@ def make_collection(folder, n_images):
 
 
 def build_index(folder, path):
-    """Index ``folder`` as ``imgretrieval index`` does, chunk by chunk; cached in ``path``."""
-    from sklearn_imgretrieval import (
-        ImagePreprocessor,
-        NearestImageRetriever,
-        PretrainedCNNEmbedder,
-        make_retrieval_pipeline,
-        save,
-    )
-    from sklearn_imgretrieval.datasets import load_image_folder
-    from sklearn_imgretrieval.indexing import ImageIndex
-
-    if path.exists():
-        return path
-    paths, labels, class_names = load_image_folder(folder)
-    pipe = make_retrieval_pipeline(
-        ImagePreprocessor(size=(224, 224), color_mode="rgb", n_jobs=-1),
-        PretrainedCNNEmbedder(),
-        NearestImageRetriever(n_neighbors=5, metric="cosine"),
-    )
-    started = time.perf_counter()
-    for start in range(0, len(paths), CHUNK):
-        pipe.partial_fit(paths[start : start + CHUNK], labels[start : start + CHUNK])
-        print(f"indexed {min(start + CHUNK, len(paths))}/{len(paths)} in {time.perf_counter() - started:.0f} s")
-    settings = {"embedder": "lite0", "size": [224, 224], "metric": "cosine"}
-    save(ImageIndex(pipe, paths, root=folder, labels=labels, class_names=class_names, settings=settings), path)
+    """``imgretrieval index FOLDER -o PATH`` with its defaults (Lite0 at 224, cosine); cached in ``path``."""
+    if not path.exists():
+        command = [sys.executable, "-m", "sklearn_imgretrieval", "index", str(folder), "-o", str(path)]
+        print("$ imgretrieval index", folder, "-o", path, flush=True)
+        subprocess.run(command, check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     return path
 
 

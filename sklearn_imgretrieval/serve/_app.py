@@ -19,7 +19,6 @@ import re
 from importlib import resources
 
 import anyio
-from joblib import cpu_count
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,6 +27,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from .._parallel import local_threads
 from ._searcher import IndexSearcher, ServerStopping, UnreadableImage
 from ._uploads import FIELD, read_uploaded_file
 
@@ -149,7 +149,7 @@ def create_app(
     )
     page, page_headers = _page()
     # Shared by every request; anyio's limiter queues the rest instead of starting more threads.
-    limiter = anyio.CapacityLimiter(n_threads or cpu_count())
+    limiter = anyio.CapacityLimiter(n_threads or local_threads(-1))
 
     async def in_thread(function, *args):
         return await anyio.to_thread.run_sync(function, *args, limiter=limiter)
