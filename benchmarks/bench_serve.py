@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-OUT = Path(__file__).parent / "out" / "serve"
+OUT = (Path(__file__).parent / "out" / "serve").resolve()
 N_COPIES = 70  # edited copies of each sample photo in the collection
 CHROMIUM = "/usr/bin/chromium"
 
