@@ -103,7 +103,7 @@ def test_k_defaults_and_is_capped_by_the_index_size(client, collection):
     assert len(_upload(client, data, k=100).json()["neighbors"]) == len(collection[1])
 
 
-@pytest.mark.parametrize("k", ["0", "101", "-3", "ten", "2.5", ""])
+@pytest.mark.parametrize("k", ["0", "101", "-3", "ten", "2.5", "", "%C2%B2", "1e3", "9" * 40])
 def test_a_k_that_means_nothing_gets_400(client, k):
     for response in (_upload(client, b"not read", k=k), client.get(f"/api/images/0/neighbors?k={k}")):
         assert response.status_code == 400

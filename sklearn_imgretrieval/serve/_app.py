@@ -158,7 +158,7 @@ def create_app(
         text = request.query_params.get("k")
         if text is None:
             return default_k
-        if not text.strip().isdigit() or not 1 <= int(text) <= max_k:
+        if not re.fullmatch(r"[0-9]{1,9}", text) or not 1 <= int(text) <= max_k:  # ASCII digits only
             raise HTTPException(400, f"k must be a whole number from 1 to {max_k}; got {text!r}.")
         return int(text)
 
