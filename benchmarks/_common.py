@@ -57,3 +57,17 @@ def run_worker(script, task):
     if done.returncode:
         raise RuntimeError(f"worker {task} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def retrieval_scores(zg, yg, zq, yq):
+    """P@10 and 5-NN accuracy of cosine neighbours, and the ARI of KMeans (10 clusters) on the queries."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    from sklearn_imgretrieval import NearestImageRetriever
+    from sklearn_imgretrieval.metrics import knn_accuracy, precision_at_k
+
+    retriever = NearestImageRetriever(n_neighbors=10, metric="cosine").fit(zg)
+    labels = yg[retriever.kneighbors(zq, return_distance=False)]
+    ari = adjusted_rand_score(yq, KMeans(n_clusters=10, n_init=4, random_state=0).fit_predict(zq))
+    return precision_at_k(yq, labels, 10), knn_accuracy(yq, labels, 5), ari

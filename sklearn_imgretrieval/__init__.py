@@ -14,6 +14,7 @@ from ._version import __version__
 _PUBLIC = {
     "ImagePreprocessor": "sklearn_imgretrieval.preprocessing",
     "AutoencoderEmbedder": "sklearn_imgretrieval.embedders",
+    "ContrastiveEmbedder": "sklearn_imgretrieval.embedders",
     "VAEEmbedder": "sklearn_imgretrieval.embedders",
     "PretrainedCNNEmbedder": "sklearn_imgretrieval.embedders",
     "NearestImageRetriever": "sklearn_imgretrieval.neighbors",

@@ -96,6 +96,18 @@ def test_same_seed_same_embeddings_and_no_global_random_state_touched(digits):
     assert not np.array_equal(first, other_seed.transform(images))
 
 
+def test_denoising_trains_on_noisy_inputs_and_embeds_clean_ones(digits):
+    images, _ = digits
+    plain = AutoencoderEmbedder(**TINY).fit(images)
+    noisy = AutoencoderEmbedder(noise=0.3, **TINY).fit(images)
+    # same seeds for weights and batches: only the noise differs, and it changes the training
+    assert not np.allclose(noisy.transform(images), plain.transform(images))
+    assert noisy.history_["loss"][0] > plain.history_["loss"][0]  # noisy inputs are harder to reconstruct
+    again = AutoencoderEmbedder(noise=0.3, **TINY).fit(images)
+    np.testing.assert_array_equal(again.transform(images), noisy.transform(images))  # seeded noise
+    np.testing.assert_array_equal(noisy.transform(images[:5]), noisy.transform(images[:5]))  # no noise at transform
+
+
 def test_warm_start_continues_training(digits):
     images, _ = digits
     embedder = AutoencoderEmbedder(warm_start=True, **TINY).fit(images)

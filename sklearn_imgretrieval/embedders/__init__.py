@@ -13,6 +13,7 @@ import os
 # public name -> private module defining it
 _EMBEDDERS = {
     "AutoencoderEmbedder": "._autoencoder",
+    "ContrastiveEmbedder": "._contrastive",
     "VAEEmbedder": "._vae",
     "PretrainedCNNEmbedder": "._pretrained",
 }

@@ -168,13 +168,15 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             )
 
     # ------------------------------------------------------------ training
-    def _fit_model(self, model, x, y, *, seed, continuing=False):
+    def _fit_model(self, model, x, y, *, seed, continuing=False, callbacks=()):
         """Train ``model`` (compiled) on ``x`` -> ``y`` and record the history.
 
         ``y`` may be ``x`` itself (autoencoders), labels, or None when the
         model adds its own loss. Holds out ``validation_fraction`` for early
         stopping with ``patience``, restoring the best weights. When
         ``continuing`` a warm start, the history and epoch count grow.
+        ``callbacks`` are extra Keras callbacks (benchmarks use them to
+        measure during training).
         """
         train, val = split_validation(len(x), self.validation_fraction, seed)
 
@@ -185,7 +187,7 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
         x_train = x[train] if len(val) else x
         y_train = targets(x_train, train)
-        callbacks = []
+        callbacks = list(callbacks)
         validation_data = None
         if len(val):
             x_val = x[val]

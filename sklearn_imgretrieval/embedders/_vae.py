@@ -86,6 +86,9 @@ class VAEEmbedder(AutoencoderEmbedder):
     loss : {"binary_crossentropy", "mse"}, default="binary_crossentropy"
         Reconstruction likelihood, summed over pixels. Cross-entropy needs
         inputs in [0, 1].
+    noise : float, default=0.0
+        Standard deviation of Gaussian noise added to the training inputs
+        (denoising); 0 for none.
     epochs : int, default=10
         Maximum passes over the training data.
     batch_size : int, default=128
@@ -154,6 +157,7 @@ class VAEEmbedder(AutoencoderEmbedder):
         hidden_units=(256,),
         filters=(32, 64),
         loss="binary_crossentropy",
+        noise=0.0,
         epochs=10,
         batch_size=128,
         learning_rate=1e-3,
@@ -171,6 +175,7 @@ class VAEEmbedder(AutoencoderEmbedder):
             hidden_units=hidden_units,
             filters=filters,
             loss=loss,
+            noise=noise,
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
@@ -200,10 +205,9 @@ class VAEEmbedder(AutoencoderEmbedder):
         self : VAEEmbedder
             The fitted embedder.
         """
-        rows, seed, continuing = self._start_fit(X)
+        rows, seed, (inputs, noisy), continuing = self._start_fit(X)
         batches_seed, sampling_seed = spawn_seeds(seed, 2)
-        inputs = keras.Input((rows.shape[1],))
-        z = GaussianSampling(self.beta, seed=sampling_seed)(self.encoder_(inputs))
+        z = GaussianSampling(self.beta, seed=sampling_seed)(self.encoder_(noisy))
         vae = keras.Model(inputs, self.decoder_(z))
         vae.compile(
             optimizer=keras.optimizers.Adam(self.learning_rate),
