@@ -20,7 +20,9 @@ photos (not in the index), sent as JPEG uploads to ``POST /api/search?k=10``:
 Latency is measured by the client, from sending the request to the end of
 the answer. Then, in this process, the same index's searcher is timed with
 the embedder's own batch_size (32, as indexed) against batch_size=1 (what
-the server sets), without HTTP, to show why the server sets it.
+the server sets), without HTTP, to show why the server sets it; and the
+embedder alone at batches of 1 to 32 images, to show what answering
+concurrent requests in one forward pass could gain.
 
 Run (the timed part under the machine's benchmark lock, which other
 benchmarks take too; making the files and the index needs no lock, and is
@@ -223,6 +225,28 @@ def time_batch_sizes(index_path, queries, n_queries=20):
     return lines
 
 
+def time_embedder_batches(index_path, queries, batch_sizes=(1, 2, 4, 8, 16, 32), seconds=3.0):
+    """Per-batch and per-image seconds of the index's embedder alone, at each batch size:
+    what answering concurrent requests in one forward pass could gain."""
+    from PIL import Image
+
+    from sklearn_imgretrieval.indexing import load_index
+
+    pipeline = load_index(index_path).pipeline
+    rows = pipeline[0].transform([Image.open(io.BytesIO(data)) for _, data in queries[: max(batch_sizes)]])
+    embedder, lines = pipeline[1], []
+    for batch_size in batch_sizes:
+        embedder.set_params(batch_size=batch_size)
+        embedder.transform(rows[:batch_size])  # the first pass at a new size builds its function
+        started, n_batches = time.perf_counter(), 0
+        while time.perf_counter() - started < seconds:
+            embedder.transform(rows[:batch_size])
+            n_batches += 1
+        per_batch = (time.perf_counter() - started) / n_batches * 1000
+        lines.append(f"batch of {batch_size:>2}: {per_batch:7.0f} ms, {per_batch / batch_size:5.0f} ms per image")
+    return lines
+
+
 # --------------------------------------------------------------- screenshot
 def screenshot(url, path):
     """The page after a search by an edited copy of the cat photo, as Chromium draws it."""
@@ -292,6 +316,9 @@ def main():
     print("top-1 ok: the nearest indexed image is the query's photo (its original or another edited copy)")
     print("searcher without HTTP, in this process:")
     for line in time_batch_sizes(index_path, queries):
+        print(f"  {line}")
+    print("the embedder alone, batches of images, in this process:")
+    for line in time_embedder_batches(index_path, queries):
         print(f"  {line}")
 
 
