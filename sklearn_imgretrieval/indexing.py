@@ -14,13 +14,14 @@ import contextlib
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from sklearn.base import clone
 from sklearn.utils import check_random_state
 
+from .duplicates import find_duplicates
 from .persistence import load, save
 from .pipeline import _is_fitted
 
@@ -183,6 +184,38 @@ class ImageIndex:
             Positions in ``paths`` of the neighbours, nearest first.
         """
         return self.pipeline[-1].kneighbors_of_gallery(ids, n_neighbors=n_neighbors, return_distance=return_distance)
+
+    def find_duplicates(self, max_distance, *, top_k=None):
+        """Groups of near-duplicate indexed images, from the stored embeddings.
+
+        Nothing is decoded or embedded: the embeddings the index stores are
+        compared with the retriever's metric (an approximate index stores
+        approximations of them).
+
+        Parameters
+        ----------
+        max_distance : float
+            Pairs at this distance or closer are duplicates, in the
+            retriever's metric. No default: it depends on the embedder. For
+            ``imgretrieval index``'s EfficientNet-Lite0 features at 224 pixels,
+            0.15 cosine distance: on the bundled photos, edited copies were a
+            median 0.014 to 0.074 from their original (crop, half size,
+            brightness, mirror, JPEG 25, 5 degree rotation; at most 0.29) and
+            different photos at least 0.44 apart.
+        top_k : int, default=None
+            Keep at most each image's ``top_k`` nearest duplicates.
+
+        Returns
+        -------
+        duplicates : Duplicates
+            Groups, pairs and distances, items named by their paths.
+        """
+        retriever = self.pipeline[-1]
+        embeddings = retriever.index_.reconstruct(0, len(self))
+        found = find_duplicates(
+            embeddings, method="precomputed", max_distance=max_distance, top_k=top_k, metric=retriever.metric
+        )
+        return replace(found, items=np.asarray(self.paths, dtype=object))
 
     def update(
         self, paths, labels=None, class_names=None, *, chunk_size=256, client=None, checkpoint=None, progress=None

@@ -12,12 +12,12 @@ import os
 import sys
 
 from .._version import __version__
-from . import _common, dedupe, demo, evaluate, index, query
+from . import _common, dedupe, demo, evaluate, index, query, serve
 from ._common import UsageError
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (demo, index, query, evaluate, dedupe)
+_COMMANDS = (demo, index, query, evaluate, dedupe, serve)
 
 
 def build_parser():

@@ -22,7 +22,6 @@ from .._dask import is_dask_array, transform_blocks
 from .._image_shape import check_image_shape, infer_image_shape
 from .._sklearn_compat import Interval, validate_data
 
-
 _EAGER_STEPS = 32  # training steps below which a fit runs eagerly
 
 
