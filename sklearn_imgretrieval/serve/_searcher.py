@@ -209,9 +209,7 @@ class IndexSearcher:
         for (first, second), distance in zip(found.pairs.tolist(), found.distances.tolist()):
             for item in (first, second):
                 nearest[item] = min(nearest.get(item, np.inf), distance)
-        return [
-            [self.describe(int(item), distance=nearest[int(item)]) for item in group] for group in found.groups
-        ]
+        return [[self.describe(int(item), distance=nearest[int(item)]) for item in group] for group in found.groups]
 
     # ------------------------------------------------------------ images
     def has_id(self, image_id):
