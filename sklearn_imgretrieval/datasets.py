@@ -1,13 +1,22 @@
 """Image data sets: scikit-learn's digits, Fashion-MNIST, and folders of images."""
 
+from __future__ import annotations
+
 import gzip
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from . import _image_io
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ._typing import RandomState, StrPath
 
 __all__ = [
     "load_digits_images",
@@ -24,7 +33,7 @@ _FASHION_FILES = {
 _DATA_ENV = "SKLEARN_IMGRETRIEVAL_DATA"
 
 
-def load_digits_images():
+def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's bundled handwritten digits as 8x8 images.
 
     Returns
@@ -58,7 +67,7 @@ _SKIMAGE_DISTRACTORS = ("brick", "grass", "gravel", "text", "page", "horse", "co
 NEAR_DUPLICATE_EDITS = ("crop", "half_size", "jpeg_25", "rotate_5", "flip", "brighter")
 
 
-def load_sample_photos(kind="photos"):
+def load_sample_photos(kind: Literal["photos", "distractors"] = "photos") -> tuple[list[Image.Image], list[str]]:
     """Photos that ship inside scikit-image and scikit-learn, as RGB PIL images (offline).
 
     Parameters
@@ -135,7 +144,9 @@ def _edit(image, edit, rng):
     return ImageEnhance.Brightness(image).enhance(1.3)  # brighter: +30%
 
 
-def make_near_duplicates(images, edits=NEAR_DUPLICATE_EDITS, *, random_state=0):
+def make_near_duplicates(
+    images: Sequence[Image.Image], edits: Sequence[str] = NEAR_DUPLICATE_EDITS, *, random_state: RandomState = 0
+) -> tuple[list[Image.Image], np.ndarray, list[str]]:
     """Each image followed by its edited copies: a labelled near-duplicate set.
 
     The edits are those people make to photos they share: ``"crop"`` (80-95%
@@ -175,7 +186,9 @@ def make_near_duplicates(images, edits=NEAR_DUPLICATE_EDITS, *, random_state=0):
     if unknown:
         raise ValueError(f"Unknown edits {unknown}; choose from {list(NEAR_DUPLICATE_EDITS)}.")
     rng = np.random.default_rng(check_random_state(random_state).randint(2**31 - 1))
-    out, groups, names = [], [], []
+    out: list[Image.Image] = []
+    groups: list[int] = []
+    names: list[str] = []
     for group, image in enumerate(images):
         out.append(image)
         groups.append(group)
@@ -206,7 +219,9 @@ def _fashion_candidates(data_home):
     yield keras_home / "datasets" / "fashion-mnist"
 
 
-def load_fashion_mnist(subset="train", data_home=None):
+def load_fashion_mnist(
+    subset: Literal["train", "test"] = "train", data_home: StrPath | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Fashion-MNIST: 28x28 grayscale photos of clothes in 10 classes.
 
     Looks for the four IDX files (``train-images-idx3-ubyte.gz`` and so on)
@@ -264,7 +279,13 @@ def _is_readable_image(path):
         return f"{type(exc).__name__}: {exc}"
 
 
-def load_image_folder(path, extensions=_image_io.IMAGE_EXTENSIONS, recursive=True, verify=False, n_jobs=None):
+def load_image_folder(
+    path: StrPath,
+    extensions: Sequence[str] = _image_io.IMAGE_EXTENSIONS,
+    recursive: bool = True,
+    verify: bool = False,
+    n_jobs: int | None = None,
+) -> tuple[list[str], np.ndarray, list[str]]:
     """Paths and labels of a folder of images, one subfolder per class.
 
     ``root/cat/a.jpg`` gets the label of class ``"cat"``. Images directly in

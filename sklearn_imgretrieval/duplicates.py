@@ -11,11 +11,14 @@ The defaults come from ``benchmarks/bench_dedup.py`` (see the "Finding
 duplicates" page of the documentation for the figures).
 """
 
+from __future__ import annotations
+
 import json
 import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,6 +28,12 @@ from sklearn.utils.validation import check_is_fitted
 from . import _image_io
 from ._files import atomic_write, check_output_path
 from .hashing import HASH_METHODS, ImageHasher, check_hash_size
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.base import TransformerMixin
+
+    from ._typing import Images, StrPath
 
 __all__ = ["Duplicates", "find_duplicates", "move_duplicates", "undo_moves"]
 
@@ -381,7 +390,7 @@ class Duplicates:
     top_k: object
 
     @property
-    def has_reference(self):
+    def has_reference(self) -> bool:
         """Whether the queries were compared with a reference set."""
         return len(self.items) > self.n_queries
 
@@ -395,7 +404,7 @@ class Duplicates:
             f"max_distance={self.max_distance!r}" + (f", top_k={self.top_k}" if self.top_k else "") + ")"
         )
 
-    def group_labels(self):
+    def group_labels(self) -> np.ndarray:
         """Group of each item, ``-1`` for items in no group.
 
         Returns
@@ -408,7 +417,7 @@ class Duplicates:
             labels[group] = number
         return labels
 
-    def pair_rows(self):
+    def pair_rows(self) -> list[dict[str, Any]]:
         """The pairs as records: ``group``, ``first``, ``second``, ``distance``.
 
         Returns
@@ -423,7 +432,7 @@ class Duplicates:
             for (i, j), d in zip(self.pairs, self.distances)
         ]
 
-    def to_frame(self):
+    def to_frame(self) -> pd.DataFrame:
         """The pairs as a pandas DataFrame, one row per pair, nearest first.
 
         Returns
@@ -437,7 +446,7 @@ class Duplicates:
             raise ImportError("to_frame needs pandas: pip install pandas. to_dict() needs nothing.") from exc
         return pd.DataFrame(self.pair_rows(), columns=["group", "first", "second", "distance"])
 
-    def to_dict(self, scores=False):
+    def to_dict(self, scores: bool = False) -> dict[Any, list[Any]]:
         """Each query's duplicates, in imagededup's format.
 
         Parameters
@@ -452,14 +461,14 @@ class Duplicates:
             first; an empty list for a query with no duplicate. With a
             reference set, only reference items are listed.
         """
-        found = {self.items[i]: [] for i in range(self.n_queries)}
+        found: dict[Any, list[Any]] = {self.items[i]: [] for i in range(self.n_queries)}
         for (i, j), d in zip(self.pairs, self.distances):
             for a, b in ((i, j), (j, i)):
                 if a < self.n_queries:
                     found[self.items[a]].append((self.items[b], float(d)) if scores else self.items[b])
         return found
 
-    def redundant(self, keep="largest"):
+    def redundant(self, keep: Literal["largest", "first"] = "largest") -> np.ndarray:
         """Items whose removal leaves one image of each group.
 
         Parameters
@@ -491,7 +500,7 @@ class Duplicates:
             headers, failures = _image_io.map_threads(_image_io.read_header, list(self.items[members]), -1)
             _image_io.raise_for_failures(list(self.items[members]), failures, "read")
             pixels = dict(zip(members.tolist(), (h * w for h, w, _ in headers)))
-            kept = [max(group, key=lambda i: (pixels[i], os.path.getsize(self.items[i]), -i)) for group in self.groups]
+            kept = [max(group, key=lambda i: (pixels[i], os.path.getsize(self.items[i]), -i)) for group in self.groups]  # type: ignore[arg-type]
         else:
             kept = [group[0] for group in self.groups]
         grouped = np.concatenate(self.groups)
@@ -499,19 +508,19 @@ class Duplicates:
 
 
 def find_duplicates(
-    X,
-    reference=None,
+    X: Images,
+    reference: Images | None = None,
     *,
-    method="cnn",
-    max_distance="auto",
-    top_k=None,
-    robust=False,
-    hash_size=8,
-    metric="auto",
-    algorithm="auto",
-    batch_size=32,
-    n_jobs=None,
-):
+    method: Literal["cnn", "phash", "dhash", "ahash", "whash", "precomputed"] | TransformerMixin = "cnn",
+    max_distance: float | Literal["auto"] | None = "auto",
+    top_k: int | None = None,
+    robust: bool = False,
+    hash_size: int = 8,
+    metric: str = "auto",
+    algorithm: str = "auto",
+    batch_size: int = 32,
+    n_jobs: int | None = None,
+) -> Duplicates:
     """Find groups of near-duplicate images.
 
     Images closer than ``max_distance`` are paired, and the groups are the
@@ -608,7 +617,7 @@ def find_duplicates(
         method, max_distance, top_k=top_k, hash_size=hash_size, metric=metric, robust=robust, codes_dtype=codes_dtype
     )
     codes, mirror_codes = _embed(X, settings, robust=robust, batch_size=batch_size, n_jobs=n_jobs)
-    reference_codes = None
+    reference_codes: Any = None
     if reference is not None:
         reference_codes, _ = _embed(reference, settings, robust=False, batch_size=batch_size, n_jobs=n_jobs)
         if reference_codes.shape[1] != codes.shape[1] or reference_codes.dtype != codes.dtype:
@@ -694,7 +703,14 @@ def _move_without_overwrite(source, destination):
     os.unlink(source)
 
 
-def move_duplicates(duplicates, target, *, root, log, keep="largest"):
+def move_duplicates(
+    duplicates: Duplicates,
+    target: StrPath,
+    *,
+    root: StrPath,
+    log: StrPath,
+    keep: Literal["largest", "first"] = "largest",
+) -> list[tuple[str, str]]:
     """Move the redundant images of each group out of the way; never deletes.
 
     Each moved file keeps its path relative to ``root`` under ``target``.
@@ -754,7 +770,7 @@ def move_duplicates(duplicates, target, *, root, log, keep="largest"):
     return [(str(source), str(destination)) for source, destination in moves]
 
 
-def undo_moves(log):
+def undo_moves(log: StrPath) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Put back the files a :func:`move_duplicates` log lists.
 
     A file goes back only when it is at its new place and nothing is at its

@@ -6,7 +6,13 @@ that ranks each validation fold leave-one-out. The metrics themselves are
 the pure functions of :mod:`sklearn_imgretrieval.metrics`.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import clone
 
 from .metrics import (
@@ -19,6 +25,9 @@ from .metrics import (
 )
 from .neighbors import NearestImageRetriever
 from .pipeline import make_retrieval_pipeline
+
+if TYPE_CHECKING:
+    from ._typing import Images
 
 __all__ = ["evaluate_retrieval", "make_retrieval_scorer"]
 
@@ -48,7 +57,17 @@ def _scores(y_query, neighbor_labels, n_relevant, k, map_k, knn_k):
     }
 
 
-def evaluate_retrieval(estimator, X_gallery, y_gallery, X_query, y_query, *, k=10, map_k=100, knn_k=5):
+def evaluate_retrieval(
+    estimator: Any,
+    X_gallery: Images,
+    y_gallery: ArrayLike,
+    X_query: Images,
+    y_query: ArrayLike,
+    *,
+    k: int = 10,
+    map_k: int = 100,
+    knn_k: int = 5,
+) -> dict[str, float]:
     """Fit on a labelled gallery, query it, and return every retrieval metric.
 
     The protocol of the benchmarks: the gallery is the training split, the
@@ -143,7 +162,9 @@ class _RetrievalScorer:
         return f"make_retrieval_scorer(metric={self.metric!r}, k={self.k})"
 
 
-def make_retrieval_scorer(metric="precision", k=10):
+def make_retrieval_scorer(
+    metric: Literal["precision", "recall", "map", "ndcg", "knn_accuracy"] = "precision", k: int = 10
+) -> Callable[[Any, Any, ArrayLike], float]:
     """A scorer for ``GridSearchCV`` that ranks each validation fold leave-one-out.
 
     The fitted estimator embeds the validation fold (a pipeline ending in a

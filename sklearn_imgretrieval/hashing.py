@@ -20,8 +20,12 @@ GIL); the transforms and thresholds run on whole batches with NumPy and
 ``scipy.fft``.
 """
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Sequence
 from functools import partial
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import scipy.fft
@@ -32,6 +36,9 @@ from . import _image_io
 from ._image_shape import check_image_shape
 from ._sklearn_compat import Interval, StrOptions, _fit_context
 from .preprocessing import read_image_input
+
+if TYPE_CHECKING:
+    from ._typing import Images
 
 __all__ = ["ImageHasher"]
 
@@ -240,7 +247,15 @@ class ImageHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         "n_jobs": [None, numbers.Integral],
     }
 
-    def __init__(self, method="phash", hash_size=8, *, jpeg_draft=True, image_shape=None, n_jobs=None):
+    def __init__(
+        self,
+        method: Literal["phash", "dhash", "ahash", "whash"] = "phash",
+        hash_size: int = 8,
+        *,
+        jpeg_draft: bool = True,
+        image_shape: Sequence[int] | None = None,
+        n_jobs: int | None = None,
+    ) -> None:
         self.method = method
         self.hash_size = hash_size
         self.jpeg_draft = jpeg_draft
@@ -254,7 +269,7 @@ class ImageHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             check_image_shape(self.image_shape)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X: Images, y: object = None) -> ImageHasher:
         """Check the parameters and the input; nothing is learnt.
 
         Parameters
@@ -275,7 +290,7 @@ class ImageHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         read_image_input(self, X, reset=True, image_shape=self.image_shape)
         return self
 
-    def transform(self, X):
+    def transform(self, X: Images) -> np.ndarray:
         """Hash each image into a packed uint8 row.
 
         Parameters

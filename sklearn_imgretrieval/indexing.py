@@ -10,12 +10,16 @@ index`` calls these functions and writes the :class:`ImageIndex` with
 building any object the file could use to run code.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import clone
@@ -24,6 +28,14 @@ from sklearn.utils import check_random_state
 from .duplicates import find_duplicates
 from .persistence import load, save
 from .pipeline import _is_fitted
+
+if TYPE_CHECKING:
+    from distributed import Client
+    from numpy.typing import ArrayLike
+
+    from ._typing import Images, RandomState, StrPath
+    from .duplicates import Duplicates
+    from .pipeline import RetrievalPipeline
 
 __all__ = ["ImageIndex", "IndexChanges", "build_index", "dask_client", "load_index"]
 
@@ -113,7 +125,17 @@ class ImageIndex:
     '/photos/c.png'
     """
 
-    def __init__(self, pipeline, paths, *, root=None, labels=None, class_names=None, settings=None, file_stats=None):
+    def __init__(
+        self,
+        pipeline: RetrievalPipeline,
+        paths: Sequence[StrPath],
+        *,
+        root: StrPath | None = None,
+        labels: ArrayLike | None = None,
+        class_names: Sequence[str] | None = None,
+        settings: dict[str, Any] | None = None,
+        file_stats: list[Any] | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.paths = _check_path_list(paths)
         self.root = None if root is None else os.path.abspath(root)
@@ -140,7 +162,9 @@ class ImageIndex:
     def __repr__(self):
         return f"ImageIndex({len(self)} images{f' from {self.root}' if self.root else ''})"
 
-    def kneighbors(self, images, n_neighbors=None, return_distance=True):
+    def kneighbors(
+        self, images: Images, n_neighbors: int | None = None, return_distance: bool = True
+    ) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
         """The nearest indexed images of each query image.
 
         Parameters
@@ -161,7 +185,9 @@ class ImageIndex:
         """
         return self.pipeline.kneighbors(images, n_neighbors=n_neighbors, return_distance=return_distance)
 
-    def kneighbors_of(self, ids, n_neighbors=None, return_distance=True):
+    def kneighbors_of(
+        self, ids: ArrayLike, n_neighbors: int | None = None, return_distance: bool = True
+    ) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
         """The nearest other indexed images of the indexed images ``ids``.
 
         Nothing is decoded or embedded: each image is queried with the
@@ -185,7 +211,7 @@ class ImageIndex:
         """
         return self.pipeline[-1].kneighbors_of_gallery(ids, n_neighbors=n_neighbors, return_distance=return_distance)
 
-    def find_duplicates(self, max_distance, *, top_k=None):
+    def find_duplicates(self, max_distance: float, *, top_k: int | None = None) -> Duplicates:
         """Groups of near-duplicate indexed images, from the stored embeddings.
 
         Nothing is decoded or embedded: the embeddings the index stores are
@@ -218,8 +244,16 @@ class ImageIndex:
         return replace(found, items=np.asarray(self.paths, dtype=object))
 
     def update(
-        self, paths, labels=None, class_names=None, *, chunk_size=256, client=None, checkpoint=None, progress=None
-    ):
+        self,
+        paths: Sequence[StrPath],
+        labels: ArrayLike | None = None,
+        class_names: Sequence[str] | None = None,
+        *,
+        chunk_size: int = 256,
+        client: Client | None = None,
+        checkpoint: StrPath | None = None,
+        progress: Callable[[str, int, int], object] | None = None,
+    ) -> IndexChanges:
         """Bring the index up to date with ``paths``: embed only new or changed files, drop the others.
 
         A file is changed when its size or modification time differs from
@@ -257,7 +291,8 @@ class ImageIndex:
             self._drop(gone)
         if labels is not None:
             names = self.class_names + [name for name in class_names or [] if name not in self.class_names]
-            labels = np.asarray([names.index(class_names[label]) for label in labels])
+            # _check_inputs made labels int codes into class_names, which labels require
+            labels = np.asarray([names.index(class_names[label]) for label in labels])  # type: ignore[index, union-attr]
             self.class_names = names
         changed_set = set(changed)
         todo = [i for i, path in enumerate(paths) if path not in position or path in changed_set]
@@ -308,7 +343,7 @@ class ImageIndex:
         )
 
 
-def load_index(path, root=None, trusted=None):
+def load_index(path: StrPath, root: StrPath | None = None, trusted: Sequence[str | type] | None = None) -> ImageIndex:
     """Read an :class:`ImageIndex` written by ``save`` (or ``imgretrieval index``).
 
     Parameters
@@ -405,21 +440,21 @@ class IndexChanges:
 
 
 def build_index(
-    paths,
-    pipeline,
+    paths: Sequence[StrPath],
+    pipeline: RetrievalPipeline,
     *,
-    labels=None,
-    class_names=None,
-    root=None,
-    settings=None,
-    chunk_size=256,
-    fit_sample=None,
-    random_state=None,
-    client=None,
-    checkpoint=None,
-    trusted=None,
-    progress=None,
-):
+    labels: ArrayLike | None = None,
+    class_names: Sequence[str] | None = None,
+    root: StrPath | None = None,
+    settings: dict[str, Any] | None = None,
+    chunk_size: int = 256,
+    fit_sample: int | None = None,
+    random_state: RandomState = None,
+    client: Client | None = None,
+    checkpoint: StrPath | None = None,
+    trusted: Sequence[str | type] | None = None,
+    progress: Callable[[str, int, int], object] | None = None,
+) -> ImageIndex:
     """Index image files by streaming them through a retrieval pipeline, chunk by chunk.
 
     Each chunk of ``chunk_size`` files is decoded, embedded and added to the
@@ -529,7 +564,9 @@ def build_index(
     return index
 
 
-def dask_client(address=None, n_workers=None, *, timeout=10):
+def dask_client(
+    address: str | None = None, n_workers: int | None = None, *, timeout: float = 10
+) -> contextlib.AbstractContextManager[Client | None]:
     """A context manager giving a Dask client for :func:`build_index` (``None`` to embed here).
 
     Parameters

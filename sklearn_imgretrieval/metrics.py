@@ -10,8 +10,11 @@ Nothing here fits or imports an estimator; :mod:`sklearn_imgretrieval.evaluation
 does that with these functions.
 """
 
+from __future__ import annotations
+
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 
 __all__ = [
     "average_precision_at_k",
@@ -50,7 +53,7 @@ def _check_n_relevant(n_relevant, n_queries):
     return n_relevant
 
 
-def precision_at_k(y_query, neighbor_labels, k=None):
+def precision_at_k(y_query: ArrayLike, neighbor_labels: ArrayLike, k: int | None = None) -> float:
     """Fraction of the first ``k`` neighbours that share the query's label.
 
     Parameters
@@ -76,7 +79,7 @@ def precision_at_k(y_query, neighbor_labels, k=None):
     return float(_relevance(y_query, neighbor_labels, k).mean())
 
 
-def recall_at_k(y_query, neighbor_labels, n_relevant, k=None):
+def recall_at_k(y_query: ArrayLike, neighbor_labels: ArrayLike, n_relevant: ArrayLike, k: int | None = None) -> float:
     """Fraction of each query's relevant gallery items found in the first ``k``.
 
     Parameters
@@ -104,15 +107,15 @@ def recall_at_k(y_query, neighbor_labels, n_relevant, k=None):
     0.5
     """
     relevance = _relevance(y_query, neighbor_labels, k)
-    n_relevant = _check_n_relevant(n_relevant, relevance.shape[0])
-    has_any = n_relevant > 0
+    counts = _check_n_relevant(n_relevant, relevance.shape[0])
+    has_any = counts > 0
     if not has_any.any():
         raise ValueError("No query has a relevant item (n_relevant is all zero).")
     found = relevance.sum(axis=1)[has_any]
-    return float(np.mean(found / n_relevant[has_any]))
+    return float(np.mean(found / counts[has_any]))
 
 
-def average_precision_at_k(y_query, neighbor_labels, k=None):
+def average_precision_at_k(y_query: ArrayLike, neighbor_labels: ArrayLike, k: int | None = None) -> np.ndarray:
     """Average precision over the first ``k`` neighbours, one value per query.
 
     ``AP@k = (1 / R_k) * sum_{i <= k} precision@i * rel_i`` where ``rel_i``
@@ -149,7 +152,7 @@ def average_precision_at_k(y_query, neighbor_labels, k=None):
     return np.divide(total, n_found, out=np.zeros_like(total), where=n_found > 0)
 
 
-def mean_average_precision(y_query, neighbor_labels, k=None):
+def mean_average_precision(y_query: ArrayLike, neighbor_labels: ArrayLike, k: int | None = None) -> float:
     """Mean over queries of :func:`average_precision_at_k` (mAP@k).
 
     Parameters
@@ -175,7 +178,9 @@ def mean_average_precision(y_query, neighbor_labels, k=None):
     return float(average_precision_at_k(y_query, neighbor_labels, k).mean())
 
 
-def ndcg_at_k(y_query, neighbor_labels, k=None, n_relevant=None):
+def ndcg_at_k(
+    y_query: ArrayLike, neighbor_labels: ArrayLike, k: int | None = None, n_relevant: ArrayLike | None = None
+) -> float:
     """Normalised discounted cumulative gain with binary relevance.
 
     ``DCG@k = sum_{i <= k} rel_i / log2(i + 1)``, divided by the DCG of an
@@ -217,7 +222,7 @@ def ndcg_at_k(y_query, neighbor_labels, k=None, n_relevant=None):
     return float(np.mean(dcg[keep] / ideal[keep]))
 
 
-def knn_accuracy(y_query, neighbor_labels, k=None):
+def knn_accuracy(y_query: ArrayLike, neighbor_labels: ArrayLike, k: int | None = None) -> float:
     """Accuracy of the majority label of the first ``k`` neighbours.
 
     Ties go to the label that comes first in sorted order.

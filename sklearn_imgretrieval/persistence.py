@@ -15,16 +15,23 @@ it first, then lets skops build only types it trusts: skops's own list
 defines, and the types the caller names in ``trusted``.
 """
 
+from __future__ import annotations
+
 import importlib
 import json
 import os
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._files import atomic_write, check_output_path
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._typing import StrPath
 
 __all__ = ["load", "save"]
 
@@ -72,7 +79,7 @@ def _code_parameters(obj):
     return found
 
 
-def save(obj, path):
+def save(obj: object, path: StrPath) -> None:
     """Save a fitted estimator, pipeline or image index to a file that loads without running code.
 
     The file is a skops archive with a small header of this library (format
@@ -272,7 +279,7 @@ def _type_names(trusted):
     return names
 
 
-def load(path, trusted=None):
+def load(path: StrPath, trusted: Sequence[str | type] | None = None) -> Any:
     """Load an object written by :func:`save`, running no code from the file.
 
     The header is checked first: a pickle or joblib file is refused (with

@@ -1,10 +1,21 @@
 """RetrievalPipeline: a Pipeline whose last step answers neighbour queries."""
 
+from __future__ import annotations
+
 from collections import Counter
+from typing import TYPE_CHECKING, Any, Literal
 
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
+
+if TYPE_CHECKING:
+    import numpy as np
+    import scipy.sparse as sp
+    from joblib import Memory
+    from numpy.typing import ArrayLike
+
+    from ._typing import Images
 
 __all__ = ["RetrievalPipeline", "make_retrieval_pipeline"]
 
@@ -57,7 +68,7 @@ class RetrievalPipeline(Pipeline):
                 X = step.transform(X)
         return X
 
-    def partial_fit(self, X, y=None):
+    def partial_fit(self, X: Images, y: ArrayLike | None = None) -> RetrievalPipeline:
         """Add images to the gallery: embed ``X`` with the steps before the last, then
             ``partial_fit`` the last.
 
@@ -109,7 +120,9 @@ class RetrievalPipeline(Pipeline):
         self._final_estimator.partial_fit(Xt, y)
         return self
 
-    def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
+    def kneighbors(
+        self, X: Images | None = None, n_neighbors: int | None = None, return_distance: bool = True
+    ) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
         """Embed ``X`` with all steps but the last, then ask the last for neighbours.
 
         Parameters
@@ -133,7 +146,12 @@ class RetrievalPipeline(Pipeline):
             self._embed(X), n_neighbors=n_neighbors, return_distance=return_distance
         )
 
-    def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
+    def kneighbors_graph(
+        self,
+        X: Images | None = None,
+        n_neighbors: int | None = None,
+        mode: Literal["connectivity", "distance"] = "connectivity",
+    ) -> sp.csr_matrix:
         """Sparse k-NN graph of the queries ``X`` against the gallery.
 
         Parameters
@@ -175,7 +193,9 @@ def _step_names(estimators):
     return unique
 
 
-def make_retrieval_pipeline(*steps, memory=None, verbose=False):
+def make_retrieval_pipeline(
+    *steps: Any, memory: str | Memory | None = None, verbose: bool = False
+) -> RetrievalPipeline:
     """Build a :class:`RetrievalPipeline`, naming each step after its class.
 
     Names follow :func:`sklearn.pipeline.make_pipeline`: ``PCA`` becomes

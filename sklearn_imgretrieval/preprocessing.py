@@ -1,10 +1,15 @@
 """ImagePreprocessor: files, PIL images or arrays to float32 rows."""
 
+from __future__ import annotations
+
 import numbers
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
@@ -13,6 +18,9 @@ from . import _image_io
 from ._dask import is_dask_array, transform_blocks
 from ._image_shape import check_image_shape, image_shape_of_rows, rows_to_images
 from ._sklearn_compat import StrOptions, _fit_context, output_container, validate_data
+
+if TYPE_CHECKING:
+    from ._typing import Images
 
 __all__ = ["ImagePreprocessor"]
 
@@ -161,13 +169,13 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
 
     def __init__(
         self,
-        size=None,
-        color_mode="keep",
-        crop=None,
-        flatten=True,
-        image_shape=None,
-        n_jobs=None,
-    ):
+        size: Sequence[int] | None = None,
+        color_mode: Literal["keep", "grayscale", "rgb"] = "keep",
+        crop: Literal["center"] | None = None,
+        flatten: bool = True,
+        image_shape: Sequence[int] | None = None,
+        n_jobs: int | None = None,
+    ) -> None:
         self.size = size
         self.color_mode = color_mode
         self.crop = crop
@@ -181,7 +189,7 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
 
     # -------------------------------------------------------------- sklearn
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X: Images, y: object = None) -> ImagePreprocessor:
         """Learn the output image shape from the images in ``X``.
 
         Parameters
@@ -219,13 +227,13 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
                         "size=(height, width) to resize every image to one size."
                     )
         channels = {"grayscale": 1, "rgb": 3}.get(self.color_mode, max(header[2] for header in headers))
-        height, width = _image_io.output_size(*headers[0][:2], size, self.crop)
+        height, width = _image_io.output_size(headers[0][0], headers[0][1], size, self.crop)
         if size is not None:
             _check_pixel_count(height, width, channels)
         self.image_shape_ = (height, width, channels)
         return self
 
-    def transform(self, X):
+    def transform(self, X: Images) -> np.ndarray:
         """Turn images into float32 rows (or images with ``flatten=False``).
 
         Parameters
@@ -272,7 +280,7 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
             return images.reshape(images.shape[0], -1)
         return images
 
-    def get_feature_names_out(self, input_features=None):
+    def get_feature_names_out(self, input_features: ArrayLike | None = None) -> np.ndarray:
         """Names of the output pixels, ``pixel_<row>_<col>_<channel>``.
 
         Parameters

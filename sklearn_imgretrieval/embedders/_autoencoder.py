@@ -1,15 +1,23 @@
 """AutoencoderEmbedder: the bottleneck of a trained autoencoder as the embedding."""
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 import keras
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.utils.validation import check_is_fitted
 
 from .._sklearn_compat import Interval, StrOptions, _fit_context
 from ._base import KerasEmbedder, positive_int_tuple
 from ._networks import build_decoder, build_encoder
 from ._seeding import seed_from, spawn_seeds
+
+if TYPE_CHECKING:
+    from .._typing import RandomState
 
 __all__ = ["AutoencoderEmbedder"]
 
@@ -141,24 +149,24 @@ class AutoencoderEmbedder(KerasEmbedder):
 
     def __init__(
         self,
-        latent_dim=64,
+        latent_dim: int = 64,
         *,
-        architecture="dense",
-        hidden_units=(256, 128),
-        filters=(32, 64),
-        loss="mse",
-        noise=0.0,
-        epochs=100,
-        batch_size=128,
-        learning_rate=1e-3,
-        validation_fraction=0.1,
-        early_stopping=True,
-        patience=10,
-        warm_start=False,
-        image_shape=None,
-        random_state=None,
-        verbose=0,
-    ):
+        architecture: Literal["dense", "conv"] = "dense",
+        hidden_units: Sequence[int] = (256, 128),
+        filters: Sequence[int] = (32, 64),
+        loss: Literal["mse", "binary_crossentropy"] = "mse",
+        noise: float = 0.0,
+        epochs: int = 100,
+        batch_size: int = 128,
+        learning_rate: float = 1e-3,
+        validation_fraction: float = 0.1,
+        early_stopping: bool = True,
+        patience: int = 10,
+        warm_start: bool = False,
+        image_shape: Sequence[int] | None = None,
+        random_state: RandomState = None,
+        verbose: int = 0,
+    ) -> None:
         self.latent_dim = latent_dim
         self.architecture = architecture
         self.hidden_units = hidden_units
@@ -218,7 +226,7 @@ class AutoencoderEmbedder(KerasEmbedder):
         return rows, training_seed, (inputs, noisy), continuing
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: object = None) -> AutoencoderEmbedder:
         """Train the autoencoder on the images ``X``.
 
         Parameters
@@ -242,7 +250,7 @@ class AutoencoderEmbedder(KerasEmbedder):
     def _embed(self, rows):
         return self._predict(self.encoder_, rows)
 
-    def score(self, X, y=None):
+    def score(self, X: ArrayLike, y: object = None) -> float:
         """Negative mean reconstruction loss of ``X`` (higher is better).
 
         Parameters
@@ -262,7 +270,7 @@ class AutoencoderEmbedder(KerasEmbedder):
         reconstruction = self._predict(self.decoder_, self._embed(rows))
         return -float(np.mean(reconstruction_loss(rows, reconstruction, self.loss)))
 
-    def inverse_transform(self, X):
+    def inverse_transform(self, X: ArrayLike) -> np.ndarray:
         """Decode embeddings back to images, in the layout ``fit`` was given.
 
         Parameters

@@ -10,11 +10,14 @@ Randomness never touches global state: every seed comes from
 ``_seeding``, derived from ``random_state``.
 """
 
+from __future__ import annotations
+
 import math
 import numbers
 
 import keras
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted
 
@@ -261,7 +264,7 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     def _n_features_out(self):
         return self.latent_dim
 
-    def transform(self, X):
+    def transform(self, X: ArrayLike) -> np.ndarray:
         """Embed ``X`` into ``latent_dim`` float32 features.
 
         Parameters

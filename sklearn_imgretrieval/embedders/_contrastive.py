@@ -1,10 +1,15 @@
 """ContrastiveEmbedder: self-supervised embeddings learnt by contrasting random views (SimCLR)."""
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 import keras
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
 from sklearn.utils.validation import check_is_fitted
 
 from .._image_shape import image_shape_of_rows
@@ -15,6 +20,9 @@ from ._base import KerasEmbedder, positive_int_tuple
 from ._networks import build_conv_trunk, build_mlp
 from ._pretrained import ImageNetPixels
 from ._seeding import seed_from, spawn_seeds
+
+if TYPE_CHECKING:
+    from .._typing import RandomState
 
 __all__ = ["ContrastiveEmbedder"]
 
@@ -224,34 +232,34 @@ class ContrastiveEmbedder(KerasEmbedder):
 
     def __init__(
         self,
-        latent_dim=None,
+        latent_dim: int | None = None,
         *,
-        encoder="conv",
-        filters=(32, 64),
-        pooling="flatten",
-        hidden_units=(),
-        projection_units=(256, 128),
-        temperature=0.5,
-        crop_scale=(0.6, 1.0),
-        crop_ratio=(0.75, 1.333),
-        horizontal_flip=True,
-        brightness=0.6,
-        contrast=0.6,
-        saturation=0.3,
-        grayscale=0.2,
-        input_size=None,
-        normalize=True,
-        epochs=15,
-        batch_size=256,
-        learning_rate=1e-3,
-        validation_fraction=0.0,
-        early_stopping=True,
-        patience=3,
-        warm_start=False,
-        image_shape=None,
-        random_state=None,
-        verbose=0,
-    ):
+        encoder: Literal["conv", "lite0"] = "conv",
+        filters: Sequence[int] = (32, 64),
+        pooling: Literal["flatten", "avg"] = "flatten",
+        hidden_units: Sequence[int] = (),
+        projection_units: Sequence[int] = (256, 128),
+        temperature: float = 0.5,
+        crop_scale: Sequence[float] = (0.6, 1.0),
+        crop_ratio: Sequence[float] = (0.75, 1.333),
+        horizontal_flip: bool = True,
+        brightness: float = 0.6,
+        contrast: float = 0.6,
+        saturation: float = 0.3,
+        grayscale: float = 0.2,
+        input_size: int | None = None,
+        normalize: bool = True,
+        epochs: int = 15,
+        batch_size: int = 256,
+        learning_rate: float = 1e-3,
+        validation_fraction: float = 0.0,
+        early_stopping: bool = True,
+        patience: int = 3,
+        warm_start: bool = False,
+        image_shape: Sequence[int] | None = None,
+        random_state: RandomState = None,
+        verbose: int = 0,
+    ) -> None:
         self.latent_dim = latent_dim
         self.encoder = encoder
         self.filters = filters
@@ -400,7 +408,7 @@ class ContrastiveEmbedder(KerasEmbedder):
 
     # ------------------------------------------------------------ sklearn
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: object = None) -> ContrastiveEmbedder:
         """Train the encoder on random views of the images ``X``.
 
         Parameters
@@ -446,7 +454,7 @@ class ContrastiveEmbedder(KerasEmbedder):
         check_is_fitted(self, "n_features_out_")
         return self.n_features_out_
 
-    def score(self, X, y=None):
+    def score(self, X: ArrayLike, y: object = None) -> float:
         """How often a random view of an image finds the image's other view (higher is better).
 
         ``X`` is split in groups of 256 images in the given order; each image

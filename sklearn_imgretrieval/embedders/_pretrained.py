@@ -9,12 +9,17 @@ the backbone's own pixel scaling, pooling and L2 normalisation. With
 backbone's features.
 """
 
+from __future__ import annotations
+
 import numbers
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import keras
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
@@ -23,6 +28,9 @@ from .._sklearn_compat import Interval, StrOptions, _fit_context
 from . import _lite0
 from ._base import KerasEmbedder, positive_int_tuple
 from ._seeding import SeededInitializers, reseed_weights, seed_from, spawn_seeds
+
+if TYPE_CHECKING:
+    from .._typing import RandomState, StrPath
 
 __all__ = ["PretrainedCNNEmbedder"]
 
@@ -309,26 +317,26 @@ class PretrainedCNNEmbedder(KerasEmbedder):
 
     def __init__(
         self,
-        backbone="efficientnet_lite0",
+        backbone: str | keras.Model | Callable[[tuple[int, int, int]], keras.Model] = "efficientnet_lite0",
         *,
-        weights="imagenet",
-        pooling="avg",
-        layer=None,
-        input_size=None,
-        normalize=True,
-        fine_tune=False,
-        hidden_units=(512,),
-        latent_dim=128,
-        epochs=10,
-        batch_size=32,
-        learning_rate=1e-3,
-        validation_fraction=0.1,
-        early_stopping=True,
-        patience=3,
-        image_shape=None,
-        random_state=None,
-        verbose=0,
-    ):
+        weights: StrPath | None = "imagenet",
+        pooling: Literal["avg", "max", "gem"] = "avg",
+        layer: str | None = None,
+        input_size: int | None = None,
+        normalize: bool = True,
+        fine_tune: bool = False,
+        hidden_units: Sequence[int] = (512,),
+        latent_dim: int = 128,
+        epochs: int = 10,
+        batch_size: int = 32,
+        learning_rate: float = 1e-3,
+        validation_fraction: float = 0.1,
+        early_stopping: bool = True,
+        patience: int = 3,
+        image_shape: Sequence[int] | None = None,
+        random_state: RandomState = None,
+        verbose: int = 0,
+    ) -> None:
         self.backbone = backbone
         self.weights = weights
         self.pooling = pooling
@@ -477,7 +485,7 @@ class PretrainedCNNEmbedder(KerasEmbedder):
 
     # ------------------------------------------------------------ sklearn
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> PretrainedCNNEmbedder:
         """Build the network; with ``fine_tune=True`` also train the head on ``y``.
 
         Parameters

@@ -1,16 +1,24 @@
 """VAEEmbedder: a variational autoencoder whose posterior mean is the embedding."""
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 import keras
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .._sklearn_compat import Interval, _fit_context
 from ._autoencoder import AutoencoderEmbedder, reconstruction_loss
 from ._seeding import spawn_seeds
+
+if TYPE_CHECKING:
+    from .._typing import RandomState
 
 __all__ = ["VAEEmbedder"]
 
@@ -150,25 +158,25 @@ class VAEEmbedder(AutoencoderEmbedder):
 
     def __init__(
         self,
-        latent_dim=32,
+        latent_dim: int = 32,
         *,
-        beta=1.0,
-        architecture="conv",
-        hidden_units=(256,),
-        filters=(32, 64),
-        loss="binary_crossentropy",
-        noise=0.0,
-        epochs=10,
-        batch_size=128,
-        learning_rate=1e-3,
-        validation_fraction=0.1,
-        early_stopping=True,
-        patience=3,
-        warm_start=False,
-        image_shape=None,
-        random_state=None,
-        verbose=0,
-    ):
+        beta: float = 1.0,
+        architecture: Literal["dense", "conv"] = "conv",
+        hidden_units: Sequence[int] = (256,),
+        filters: Sequence[int] = (32, 64),
+        loss: Literal["mse", "binary_crossentropy"] = "binary_crossentropy",
+        noise: float = 0.0,
+        epochs: int = 10,
+        batch_size: int = 128,
+        learning_rate: float = 1e-3,
+        validation_fraction: float = 0.1,
+        early_stopping: bool = True,
+        patience: int = 3,
+        warm_start: bool = False,
+        image_shape: Sequence[int] | None = None,
+        random_state: RandomState = None,
+        verbose: int = 0,
+    ) -> None:
         super().__init__(
             latent_dim=latent_dim,
             architecture=architecture,
@@ -190,7 +198,7 @@ class VAEEmbedder(AutoencoderEmbedder):
         self.beta = beta
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: object = None) -> VAEEmbedder:
         """Train the VAE on the images ``X``.
 
         Parameters
@@ -223,7 +231,7 @@ class VAEEmbedder(AutoencoderEmbedder):
     def _embed(self, rows):
         return self._posterior(rows)[0]
 
-    def sample(self, n_samples=1, random_state=None):
+    def sample(self, n_samples: int = 1, random_state: RandomState = None) -> np.ndarray:
         """Generate images by decoding draws from the standard normal prior.
 
         Parameters
@@ -244,7 +252,7 @@ class VAEEmbedder(AutoencoderEmbedder):
         z = check_random_state(random_state).standard_normal((n_samples, self.latent_dim))
         return self.inverse_transform(z.astype(np.float32))
 
-    def score(self, X, y=None):
+    def score(self, X: ArrayLike, y: object = None) -> float:
         """Negative ELBO per image, evaluated at the posterior mean (higher is better).
 
         ``-(reconstruction + beta * KL)`` with the reconstruction loss summed

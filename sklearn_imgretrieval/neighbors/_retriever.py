@@ -1,10 +1,15 @@
 """NearestImageRetriever: nearest-neighbour search over a gallery of embeddings."""
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Callable
 from itertools import chain
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.neighbors import VALID_METRICS
 from sklearn.utils import check_random_state
@@ -14,6 +19,9 @@ from .._sklearn_compat import Interval, StrOptions, _fit_context, validate_data
 from ..metrics import majority_vote, precision_at_k
 from ._exact import ScikitLearnIndex
 from ._faiss import BINARY_METRICS, FAISS_INDEXES, FLOAT_METRICS
+
+if TYPE_CHECKING:
+    from .._typing import RandomState
 
 __all__ = ["NearestImageRetriever"]
 
@@ -208,25 +216,25 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
 
     def __init__(
         self,
-        n_neighbors=5,
+        n_neighbors: int = 5,
         *,
-        radius=1.0,
-        metric="euclidean",
-        algorithm="auto",
-        mode="distance",
-        n_cells="auto",
-        n_probe=16,
-        hnsw_m=32,
-        ef_construction=40,
-        ef_search=64,
-        pq_m="auto",
-        pq_bits="auto",
-        refine="flat",
-        k_factor=4,
-        metric_params=None,
-        random_state=None,
-        n_jobs=None,
-    ):
+        radius: float = 1.0,
+        metric: str | Callable[..., float] = "euclidean",
+        algorithm: Literal["auto", "brute", "kd_tree", "ball_tree", "flat", "ivf", "hnsw", "ivfpq"] = "auto",
+        mode: Literal["distance", "connectivity"] = "distance",
+        n_cells: int | Literal["auto"] = "auto",
+        n_probe: int = 16,
+        hnsw_m: int = 32,
+        ef_construction: int = 40,
+        ef_search: int = 64,
+        pq_m: int | Literal["auto"] = "auto",
+        pq_bits: int | Literal["auto"] = "auto",
+        refine: Literal["flat", "fp16", "sq8"] | None = "flat",
+        k_factor: int = 4,
+        metric_params: dict[str, Any] | None = None,
+        random_state: RandomState = None,
+        n_jobs: int | None = None,
+    ) -> None:
         self.n_neighbors = n_neighbors
         self.radius = radius
         self.metric = metric
@@ -325,7 +333,7 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
 
     # ---------------------------------------------------------------- fit
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> NearestImageRetriever:
         """Index the gallery ``X``; keep its labels ``y`` when given.
 
         Parameters
@@ -355,7 +363,7 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike | None = None) -> NearestImageRetriever:
         """Add images to the gallery without rebuilding the index.
 
         The first call fits. Later calls append ``X`` (and its labels) to the
@@ -400,7 +408,7 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         self.n_samples_fit_ = self.index_.n_samples
         return self
 
-    def remove(self, indices):
+    def remove(self, indices: ArrayLike) -> NearestImageRetriever:
         """Forget gallery items, as when their images were deleted.
 
         Later items move down to fill the gaps, as in a list: after removing
@@ -481,7 +489,9 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
             )
         return distances, indices
 
-    def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
+    def kneighbors(
+        self, X: ArrayLike | None = None, n_neighbors: int | None = None, return_distance: bool = True
+    ) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
         """Find the nearest gallery items of each query.
 
         Parameters
@@ -510,7 +520,9 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
             distances, indices = self._leave_one_out(n_neighbors)
         return (distances, indices) if return_distance else indices
 
-    def kneighbors_of_gallery(self, indices, n_neighbors=None, return_distance=True):
+    def kneighbors_of_gallery(
+        self, indices: ArrayLike, n_neighbors: int | None = None, return_distance: bool = True
+    ) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
         """The nearest other gallery items of the gallery items ``indices``.
 
         What ``kneighbors(X=None)`` gives for the whole gallery, for a few
@@ -549,7 +561,8 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         if rows is None:
             empty = np.empty((0, n_neighbors))
             return (empty, empty.astype(np.int64)) if return_distance else empty.astype(np.int64)
-        distances, found = self._drop_self(*self._search(rows, n_neighbors + 1), items)
+        distances, found = self._search(rows, n_neighbors + 1)
+        distances, found = self._drop_self(distances, found, items)
         return (distances, found) if return_distance else found
 
     @staticmethod
@@ -575,7 +588,13 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
             distances[start:stop], indices[start:stop] = self._drop_self(*self._search(rows, k + 1), items)
         return distances, indices
 
-    def radius_neighbors(self, X=None, radius=None, return_distance=True, sort_results=True):
+    def radius_neighbors(
+        self,
+        X: ArrayLike | None = None,
+        radius: float | None = None,
+        return_distance: bool = True,
+        sort_results: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
         """Every gallery item within ``radius`` of each query.
 
         Parameters
@@ -630,7 +649,12 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         return (distances, indices) if return_distance else indices
 
     # ------------------------------------------------------------- graphs
-    def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
+    def kneighbors_graph(
+        self,
+        X: ArrayLike | None = None,
+        n_neighbors: int | None = None,
+        mode: Literal["connectivity", "distance"] = "connectivity",
+    ) -> sp.csr_matrix:
         """Sparse graph of each query's neighbours, as scikit-learn builds it.
 
         Parameters
@@ -657,7 +681,13 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         indptr = np.arange(0, n_queries * k + 1, k)
         return sp.csr_matrix((values, indices.ravel(), indptr), shape=(n_queries, self.n_samples_fit_))
 
-    def radius_neighbors_graph(self, X=None, radius=None, mode="connectivity", sort_results=True):
+    def radius_neighbors_graph(
+        self,
+        X: ArrayLike | None = None,
+        radius: float | None = None,
+        mode: Literal["connectivity", "distance"] = "connectivity",
+        sort_results: bool = True,
+    ) -> sp.csr_matrix:
         """Sparse graph of each query's neighbours within ``radius``.
 
         Parameters
@@ -685,7 +715,7 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         values = np.ones(len(flat_i)) if mode == "connectivity" else flat_d
         return sp.csr_matrix((values, flat_i, indptr), shape=(len(indices), self.n_samples_fit_))
 
-    def transform(self, X):
+    def transform(self, X: ArrayLike) -> sp.csr_matrix:
         """k-NN graph of ``X`` against the gallery, as ``KNeighborsTransformer`` gives it.
 
         In ``mode="distance"`` each row has ``n_neighbors + 1`` entries, so
@@ -723,7 +753,7 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
                 "fitted without them. Call fit(X, y) with one label per gallery item."
             )
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Majority label of each query's ``n_neighbors`` neighbours.
 
         Ties go to the smallest label.
@@ -742,7 +772,7 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         indices = self.kneighbors(X, return_distance=False)
         return majority_vote(self.gallery_labels_[indices])
 
-    def score(self, X, y):
+    def score(self, X: ArrayLike, y: ArrayLike) -> float:
         """Mean precision@``n_neighbors`` of the queries ``X`` labelled ``y``.
 
         A neighbour is relevant when its gallery label equals the query's.
