@@ -104,6 +104,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, nargs="+", default=[2000, 20000, 50000], help="folder sizes")
     parser.add_argument("--quick", action="store_true", help="local and 2 workers only, no transform table")
+    parser.add_argument(
+        "--dask-on-smallest", action="store_true", help="run the Dask engines on the smallest folder only"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -119,7 +122,7 @@ def main():
     for n in args.n:
         folder = make_folder(n)
         for name, workers in engines:
-            if workers == 1 and n != args.n[0]:
+            if workers is not None and n != args.n[0] and (workers == 1 or args.dask_on_smallest):
                 continue  # the one-worker overhead is measured on the smallest folder
             result = run_worker(__file__, {"kind": "index", "folder": str(folder), "workers": workers})
             peaks[n, name], speeds[n, name] = result["peak_mb"], result["images_per_s"]

@@ -244,12 +244,27 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         n_rows, size = len(x), self.batch_size
         outputs = None
         progress = keras.utils.Progbar(n_rows, unit_name="image") if self.verbose else None
+        # As in training: compiling the forward pass into a graph costs more
+        # than a few batches (0.7 s for Lite0), so those run step by step.
+        if math.ceil(n_rows / size) <= _EAGER_STEPS:
+
+            def predict(batch):
+                result = model(batch, training=False)
+                if isinstance(result, (list, tuple)):
+                    return [keras.ops.convert_to_numpy(part) for part in result]
+                return keras.ops.convert_to_numpy(result)
+
+        else:
+            if model.run_eagerly:  # left on by a short fit: compile for the many batches
+                model.run_eagerly = False
+                model.make_predict_function(force=True)
+            predict = model.predict_on_batch
         for start in range(0, n_rows, size):
             stop = min(start + size, n_rows)
             batch = x[start:stop]
             if stop - start < size:
                 batch = np.concatenate([batch, np.repeat(batch[-1:], size - (stop - start), axis=0)])
-            result = model.predict_on_batch(batch)
+            result = predict(batch)
             parts = result if isinstance(result, (list, tuple)) else [result]
             if outputs is None:
                 outputs = [np.empty((n_rows,) + tuple(part.shape[1:]), dtype=np.float32) for part in parts]
