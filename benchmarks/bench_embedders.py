@@ -114,7 +114,7 @@ def _direct_training_model(embedder, n_features):
     return model
 
 
-def worker(name, epochs, quick):
+def worker(name, epochs, quick, contrastive_epochs=CONTRASTIVE_EPOCHS):
     """Fit and measure one embedder; print one JSON line."""
     from sklearn.base import clone
     from sklearn.cluster import KMeans
@@ -129,7 +129,7 @@ def worker(name, epochs, quick):
     keras_embedder = hasattr(estimator, "epochs")
     autoencoder = isinstance(estimator, AutoencoderEmbedder)  # and the VAE
     if keras_embedder:
-        estimator.set_params(epochs=epochs if autoencoder or quick else CONTRASTIVE_EPOCHS)
+        estimator.set_params(epochs=epochs if autoencoder or quick else contrastive_epochs)
     started = time.perf_counter()
     estimator.fit(xg)
     fit_seconds = time.perf_counter() - started
@@ -219,15 +219,19 @@ def main():
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="3,000 gallery images, 2 epochs")
     parser.add_argument("--only", nargs="+", choices=list(EMBEDDERS), help="run only these")
+    parser.add_argument(
+        "--contrastive-epochs", type=int, default=CONTRASTIVE_EPOCHS, help="epochs of the contrastive row"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     epochs = 2 if args.quick else args.epochs
     if args.worker:
-        worker(args.worker, epochs, args.quick)
+        worker(args.worker, epochs, args.quick, args.contrastive_epochs)
         return
     results = []
     for name in args.only or EMBEDDERS:
         command = [sys.executable, __file__, "--worker", name, "--epochs", str(epochs)]
+        command += ["--contrastive-epochs", str(args.contrastive_epochs)]
         command += ["--quick"] if args.quick else []
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
@@ -238,6 +242,8 @@ def main():
     shown = "python benchmarks/bench_embedders.py" + (" --quick" if args.quick else "")
     if args.only:
         shown += " --only " + " ".join(repr(n) for n in args.only)
+    if args.contrastive_epochs != CONTRASTIVE_EPOCHS:
+        shown += f" --contrastive-epochs {args.contrastive_epochs}"
     print(_table(results, shown))
 
 
