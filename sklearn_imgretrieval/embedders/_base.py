@@ -26,7 +26,6 @@ from .._image_shape import check_image_shape, infer_image_shape
 from .._sklearn_compat import Interval, validate_data
 
 _EAGER_STEPS = 32  # training steps below which a fit runs eagerly
-_EAGER_PREDICT_BATCHES = 2  # batches of a first transform that run eagerly
 
 
 class ShuffledBatches(keras.utils.PyDataset):
@@ -245,23 +244,13 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         n_rows, size = len(x), self.batch_size
         outputs = None
         progress = keras.utils.Progbar(n_rows, unit_name="image") if self.verbose else None
-        # Compiling the forward pass into a graph costs 0.7 s for Lite0, more
-        # than one or two batches cost step by step; beyond that the graph
-        # wins (Lite0 at 224: 0.85 s per batch of 32 against 1.7 s eagerly),
-        # and once compiled it is reused, so only a first small call runs eagerly.
-        if model.predict_function is None and math.ceil(n_rows / size) <= _EAGER_PREDICT_BATCHES:
-
-            def predict(batch):
-                result = model(batch, training=False)
-                if isinstance(result, (list, tuple)):
-                    return [keras.ops.convert_to_numpy(part) for part in result]
-                return keras.ops.convert_to_numpy(result)
-
-        else:
-            if model.run_eagerly:  # left on by a short fit: compile for the many batches
-                model.run_eagerly = False
-                model.make_predict_function(force=True)
-            predict = model.predict_on_batch
+        # Always the compiled forward pass, never step by step: the two round
+        # differently (by ~1e-7), and an image's embedding must not depend on
+        # what the model computed before. A short fit leaves run_eagerly on.
+        if model.run_eagerly:
+            model.run_eagerly = False
+            model.make_predict_function(force=True)
+        predict = model.predict_on_batch
         for start in range(0, n_rows, size):
             stop = min(start + size, n_rows)
             batch = x[start:stop]
