@@ -70,14 +70,11 @@ def dask_client(address=None, n_workers=None, *, timeout=10):
         yield client
 
 
-def _embed_chunk(steps, paths):
-    from .indexing import embed_files
+def embed_on_cluster(client, embed, steps, paths, chunk_size):
+    """``(start, embed(steps, chunk))`` per chunk, computed on the cluster, yielded in file order.
 
-    return embed_files(steps, paths)
-
-
-def embed_on_cluster(client, steps, paths, chunk_size):
-    """``(start, embed_files(...))`` per chunk, computed on the cluster, yielded in file order.
+    ``embed`` is a module-level function (``indexing.embed_files``), sent to
+    the workers by reference.
 
     The fitted ``steps`` go to every worker once (``scatter(broadcast=True)``);
     each task then carries only its file names. A few chunks per worker are
@@ -94,7 +91,7 @@ def embed_on_cluster(client, steps, paths, chunk_size):
 
     def submit(start):
         chunk = list(paths[start : start + chunk_size])
-        return client.submit(_embed_chunk, remote_steps, chunk, pure=False)
+        return client.submit(embed, remote_steps, chunk, pure=False)
 
     futures = {submit(start): start for start in starts[:in_flight]}
     queued = iter(starts[in_flight:])

@@ -777,7 +777,7 @@ def _chunks_embedded(steps, paths, chunk_size, client):
     if client is not None:
         from ._dask import embed_on_cluster
 
-        yield from embed_on_cluster(client, steps, paths, chunk_size)
+        yield from embed_on_cluster(client, embed_files, steps, paths, chunk_size)
         return
     for start in range(0, len(paths), chunk_size):
         yield start, embed_files(steps, paths[start : start + chunk_size])
