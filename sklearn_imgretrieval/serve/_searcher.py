@@ -203,8 +203,8 @@ class IndexSearcher:
     def _duplicate_groups(self, max_distance, top_k):
         """Groups of near-duplicate indexed images, each a list of image
         descriptions with the distance to the group's nearest other member."""
-        with self._search_lock:
-            found = self.index.find_duplicates(max_distance, top_k=top_k)
+        # Reads the stored rows only (no search settings), so searches go on meanwhile.
+        found = self.index.find_duplicates(max_distance, top_k=top_k)
         nearest = {}
         for (first, second), distance in zip(found.pairs.tolist(), found.distances.tolist()):
             for item in (first, second):
