@@ -250,13 +250,12 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if model.run_eagerly:
             model.run_eagerly = False
             model.make_predict_function(force=True)
-        predict = model.predict_on_batch
         for start in range(0, n_rows, size):
             stop = min(start + size, n_rows)
             batch = x[start:stop]
             if stop - start < size:
                 batch = np.concatenate([batch, np.repeat(batch[-1:], size - (stop - start), axis=0)])
-            result = predict(batch)
+            result = model.predict_on_batch(batch)
             parts = result if isinstance(result, (list, tuple)) else [result]
             if outputs is None:
                 outputs = [np.empty((n_rows,) + tuple(part.shape[1:]), dtype=np.float32) for part in parts]

@@ -235,7 +235,7 @@ def create_app(
             raise HTTPException(
                 400,
                 f"max_distance must be a number of at least 0, in the index's metric "
-                f"({searcher.statistics()['metric']}); got {text!r}. For imgretrieval index's Lite0 "
+                f"({index.pipeline[-1].metric}); got {text!r}. For imgretrieval index's Lite0 "
                 "features (cosine distance), 0.15 finds most edited copies of a photo.",
             )
         return value
