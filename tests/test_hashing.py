@@ -6,7 +6,7 @@ from PIL import Image, ImageEnhance
 from skimage import data
 from sklearn.datasets import load_sample_images
 
-from sklearn_imgretrieval import ImageHasher, NearestImageRetriever
+from sklearn_imgretrieval import ImageHasher, NearestImageRetriever, _image_io
 from sklearn_imgretrieval import hashing as hashing_module
 
 # scikit-image's bundled photos: colour and gray, portraits, textures, text, landscapes
@@ -148,6 +148,80 @@ def test_exif_orientation_and_16_bit_files(photos, tmp_path):
     assert bits_apart.max() <= 4, bits_apart
     turned = ImageHasher().fit_transform([photo.transpose(Image.Transpose.ROTATE_90)])
     assert np.unpackbits(turned ^ upright).sum() > 16  # orientation matters, so it was applied
+
+
+@pytest.fixture(scope="module")
+def jpeg_kinds(photos, tmp_path_factory):
+    """JPEG files of every kind the in-memory reader decodes itself: sizes that
+    Pillow's draft shrinks by 8, 4, 2 and 1, grayscale, progressive, 4:4:4,
+    every EXIF orientation."""
+    folder = tmp_path_factory.mktemp("jpeg_kinds")
+    photo = photos[0]
+    files = []
+
+    def save(image, name, **options):
+        files.append(str(folder / f"{name}.jpg"))
+        image.save(files[-1], quality=90, **options)
+
+    for side in (256, 200, 100, 40, 31):
+        save(photo.resize((side, side * 3 // 4 + 1)), f"side{side}")
+    save(photo.convert("L"), "gray")
+    save(photo, "progressive", progressive=True)
+    save(photo, "444", subsampling=0)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        save(photo.crop((0, 0, 180, 120)), f"orientation{orientation}", exif=exif)
+    return files
+
+
+def test_in_memory_jpeg_reader_gives_pillows_pixels(jpeg_kinds, monkeypatch):
+    """The simplejpeg reader decodes what Pillow's draft decodes, pixel for pixel."""
+    for path in jpeg_kinds:
+        assert _image_io.read_jpeg_gray(path, (32, 32)) is not None, path
+    for method in ("phash", "dhash", "whash"):
+        codes = ImageHasher(method=method).transform(jpeg_kinds)
+        with monkeypatch.context() as patch:
+            patch.setattr(_image_io, "read_jpeg_gray", lambda path, size: None)
+            np.testing.assert_array_equal(ImageHasher(method=method).transform(jpeg_kinds), codes)
+    # orientation applied: the shape of a 180x120 crop at 1/8 scale, turned for 5-8
+    for orientation, shape in ((1, (15, 23)), (6, (23, 15))):
+        assert _image_io.read_jpeg_gray(jpeg_kinds[-9 + orientation], (8, 8)).shape == shape
+
+
+def test_lanczos_resize_gives_pillows_pixels():
+    """The matrix resize of the JPEG reader's pixels is Pillow's LANCZOS, pixel for pixel,
+    at every size (tall images, which Pillow resizes columns first, go through Pillow)."""
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        rows, columns, height, width = (
+            rng.integers(1, 80),
+            rng.integers(1, 80),
+            rng.integers(1, 40),
+            rng.integers(1, 40),
+        )
+        pixels = rng.integers(0, 256, (rows, columns), dtype=np.uint8)
+        expected = np.asarray(Image.fromarray(pixels).resize((width, height), Image.Resampling.LANCZOS))
+        np.testing.assert_array_equal(hashing_module._lanczos_resize(pixels, height, width), expected)
+
+
+def test_in_memory_jpeg_reader_leaves_other_files_to_pillow(photos, tmp_path):
+    photo = photos[0]
+    photo.save(tmp_path / "photo.png")
+    photo.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    photo.save(tmp_path / "xmp.jpg", xmp=b"<x:xmpmeta><tiff:Orientation>6</tiff:Orientation></x:xmpmeta>")
+    photo.save(tmp_path / "whole.jpg")
+    (tmp_path / "truncated.jpg").write_bytes((tmp_path / "whole.jpg").read_bytes()[:2000])
+    for name in ("photo.png", "cmyk.jpg", "xmp.jpg", "truncated.jpg"):
+        assert _image_io.read_jpeg_gray(str(tmp_path / name), (32, 32)) is None, name
+    # Pillow reads them instead: the XMP orientation is applied, the truncated file is refused
+    assert ImageHasher().transform([str(tmp_path / "photo.png"), str(tmp_path / "cmyk.jpg")]).shape == (2, 8)
+    with Image.open(tmp_path / "xmp.jpg") as img:
+        assert img.getexif().get(0x0112) == 6
+    turned = ImageHasher().transform([photo.transpose(Image.Transpose.ROTATE_270)])
+    np.testing.assert_array_equal(ImageHasher().transform([str(tmp_path / "xmp.jpg")]), turned)
+    with pytest.raises(ValueError, match="truncated"):
+        ImageHasher().transform([str(tmp_path / "truncated.jpg")])
 
 
 def test_transform_needs_no_fit_and_outputs_pandas(photos):
