@@ -286,7 +286,7 @@ def test_pickle_size_and_joblib_in_a_fresh_process(lite0, photos, tmp_path):
 def test_fine_tuning_on_labels_improves_retrieval():
     images, labels = load_digits_images()
     images = images[:, :, :, None]
-    train, test = slice(0, 1000), slice(1000, 1400)
+    train, test = slice(0, 500), slice(500, 800)  # measured: 0.58 frozen, 0.75 tuned
 
     def precision(embedder):
         gallery = embedder.transform(images[train])
@@ -294,11 +294,11 @@ def test_fine_tuning_on_labels_improves_retrieval():
         return retriever.score(embedder.transform(images[test]), labels[test])
 
     frozen = PretrainedCNNEmbedder(input_size=32).fit(images[train])
-    tuned = PretrainedCNNEmbedder(input_size=32, fine_tune=True, latent_dim=32, epochs=30, random_state=0)
+    tuned = PretrainedCNNEmbedder(input_size=32, fine_tune=True, latent_dim=32, epochs=15, random_state=0)
     tuned.fit(images[train], labels[train])
     assert tuned.transform(images[:3]).shape == (3, 32)
     assert list(tuned.classes_) == list(range(10))
-    assert tuned.n_iter_ == len(tuned.history_["loss"]) <= 30
+    assert tuned.n_iter_ == len(tuned.history_["loss"]) <= 15
     assert precision(tuned) > precision(frozen) + 0.05
 
 
