@@ -185,23 +185,30 @@ def worker(task):
         build = time.perf_counter() - started
         query = _median_time(lambda: retriever.kneighbors(queries), repeats)
         found = retriever.kneighbors(queries, return_distance=False)
-        size = len(faiss.serialize_index(retriever.index_._index))
         if task.get("sweep"):
             sweep = []
             for knob, values in task["sweep"].items():
+                default = retriever.get_params()[knob]
                 for value in values:
                     retriever.set_params(**{knob: value})
                     seconds = _median_time(lambda: retriever.kneighbors(queries), repeats)
                     found_v = retriever.kneighbors(queries, return_distance=False)
                     sweep.append({knob: value, "seconds": seconds, "found": found_v.tolist()})
+                retriever.set_params(**{knob: default})  # one knob at a time, the others at their defaults
             task["sweep_result"] = sweep
+        # The peak of building and searching, read before serialize_index makes a copy of the whole
+        # index to measure its size (at 10M rows that copy is 3 GB of its own).
+        peak = peak_rss_mb()
+        size = len(faiss.serialize_index(retriever.index_._index))
+    if algorithm.startswith(("sklearn-", "bare-")):
+        peak = peak_rss_mb()
     result = {
         "n": n,
         "algorithm": algorithm,
         "build_s": build,
         "query_s": query,
         "bytes": size,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak,
         "found": np.asarray(found).tolist(),
     }
     if "sweep_result" in task:
@@ -301,32 +308,43 @@ def part_scale(ns, algorithms, repeats, refine, with_brute, with_bare):
 SWEEP = {
     "ivf": {"n_probe": [1, 2, 4, 8, 16, 32, 64, 128]},
     "hnsw": {"ef_search": [8, 16, 32, 64, 128, 256]},
-    "ivfpq": {"n_probe": [1, 2, 4, 8, 16, 32, 64]},
+    "ivfpq": {"n_probe": [1, 2, 4, 8, 16, 32, 64], "k_factor": [1, 2, 4, 8, 16, 32]},
 }
 
 
-def part_sweep(n, repeats, plot_path):
+def part_sweep(n, algorithms, repeats, refine, with_exact, plot_path):
     queries = np.load(OUT / "search_queries.npy")
     truth = exact_truth(n, queries)
-    brute = run_worker({"n": n, "algorithm": "sklearn-brute", "repeats": repeats})
-    flat = run_worker({"n": n, "algorithm": "flat", "repeats": repeats})
     print(f"## Recall against queries per second, N = {n:,}, 1,000 queries, k = 10\n")
-    print("| algorithm | setting | recall@10 | queries/s |")
-    print("|---|---|---|---|")
+    print("one knob at a time, the others at their defaults\n")
+    print("| algorithm | setting | recall@10 | queries/s | peak RSS MB |")
+    print("|---|---|---|---|---|")
     curves = {}
-    for name, point in (("scikit-learn brute", brute), ("flat", flat)):
+    exact = ("sklearn-brute", "flat") if with_exact else ()
+    for name, algorithm in zip(("scikit-learn brute", "flat"), exact):
+        point = run_worker({"n": n, "algorithm": algorithm, "repeats": repeats})
         qps = N_QUERIES / point["query_s"]
         curves[name] = [(recall_at_k(point["found"], truth), qps)]
-        print(f"| {name} | exact | {curves[name][0][0]:.3f} | {qps:.0f} |")
-    for algorithm, knobs in SWEEP.items():
-        result = run_worker({"n": n, "algorithm": algorithm, "repeats": repeats, "sweep": knobs})
-        curve = []
-        for point in result["sweep"]:
-            knob = next(key for key in point if key not in ("seconds", "found"))
-            recall, qps = recall_at_k(point["found"], truth), N_QUERIES / point["seconds"]
-            curve.append((recall, qps))
-            print(f"| {algorithm} | {knob}={point[knob]} | {recall:.3f} | {qps:.0f} |", flush=True)
-        curves[algorithm] = curve
+        print(f"| {name} | exact | {curves[name][0][0]:.3f} | {qps:.0f} | {point['peak_rss_mb']:.0f} |")
+    for algorithm in algorithms:
+        if algorithm not in SWEEP:
+            continue
+        params = {"refine": refine} if algorithm == "ivfpq" and refine else {}
+        task = {"n": n, "algorithm": algorithm, "repeats": repeats, "sweep": SWEEP[algorithm], "params": params}
+        result = run_worker(task)
+        name = f"{algorithm}{f' (refine={refine})' if params else ''}"
+        for knob in SWEEP[algorithm]:
+            curve = []
+            for point in result["sweep"]:
+                if knob not in point:
+                    continue
+                recall, qps = recall_at_k(point["found"], truth), N_QUERIES / point["seconds"]
+                curve.append((recall, qps))
+                print(
+                    f"| {name} | {knob}={point[knob]} | {recall:.3f} | {qps:.0f} | {result['peak_rss_mb']:.0f} |",
+                    flush=True,
+                )
+            curves[name if knob == next(iter(SWEEP[algorithm])) else f"{name}, {knob}"] = curve
     import matplotlib
 
     matplotlib.use("Agg")
@@ -354,7 +372,9 @@ def main():
     parser.add_argument("--refine", choices=["flat", "fp16", "sq8"], help="ivfpq's refine (default: the library's)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-exact", action="store_true", help="skip part 1")
-    parser.add_argument("--no-brute", action="store_true", help="skip scikit-learn brute in part 2")
+    parser.add_argument(
+        "--no-brute", action="store_true", help="skip scikit-learn brute in part 2 (and the exact rows of --sweep)"
+    )
     parser.add_argument("--no-bare", action="store_true", help="skip the hand-written FAISS comparison")
     parser.add_argument("--sweep", action="store_true", help="part 3 only: recall against speed at --n")
     parser.add_argument(
@@ -372,7 +392,7 @@ def main():
     print(f"load average at start: {os.getloadavg()[0]:.2f}\n")
     make_data(ns)
     if args.sweep:
-        part_sweep(ns[-1], repeats, args.plot)
+        part_sweep(ns[-1], args.algorithms, repeats, args.refine, not args.no_brute, args.plot)
         return
     if not args.no_exact:
         part_exact(1 if args.quick else 5)
