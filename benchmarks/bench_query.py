@@ -3,9 +3,12 @@
 Target (issue 13): one query of a Lite0 index within 1.25x the time of
 importing Keras, measured in the same run. The two commands alternate, so
 that a drift of the machine's speed touches both; medians are reported.
-The second part times each stage of a query in one process: importing
-the library and Keras, loading the index file (skops), rebuilding the
-network, decoding and embedding the query, searching.
+A third command imports only what any query of a safe index file needs
+before it reads the file: skops.io (with scikit-learn) and Keras. The
+second part times each stage of a query in one process, in the order the
+command runs them: importing the library, the safe loader and Keras,
+loading the index file and rebuilding the network, decoding and embedding
+the query, searching.
 
     python benchmarks/bench_query.py            # 7 alternated runs of each
     python benchmarks/bench_query.py --runs 3   # quicker
@@ -32,10 +35,12 @@ def mark(stage):
     started = now
 from sklearn_imgretrieval.cli.query import read_index, _batch_for
 mark("import the command (no Keras)")
+import skops.io
+mark("import the safe loader (skops.io: scikit-learn and its estimators)")
 import keras
 mark("import keras (TensorFlow)")
 index = read_index(sys.argv[1])
-mark("load the index file (skops), rebuild the network")
+mark("load the index file, rebuild the network")
 _batch_for(index.pipeline, 1)
 rows = index.pipeline[:-1].transform([sys.argv[2]])
 mark("decode and embed the query (first forward pass)")
@@ -77,16 +82,27 @@ def main():
         keras_command = [sys.executable, "-c", "import keras"]
         _run(query_command, env)  # warm the file cache of both
         _run(keras_command, env)
-        query_times, keras_times = [], []
+        # What every query of a safe index file must import before it reads anything: the safe
+        # loader (skops.io, which imports scikit-learn and lists its estimators) and Keras.
+        floor_command = [sys.executable, "-c", "import skops.io; import keras"]
+        _run(floor_command, env)
+        query_times, keras_times, floor_times = [], [], []
         for _ in range(args.runs):
             query_times.append(_run(query_command, env))
             keras_times.append(_run(keras_command, env))
+            floor_times.append(_run(floor_command, env))
         ratios = [q / k for q, k in zip(query_times, keras_times)]
+        floor_ratios = [f / k for f, k in zip(floor_times, keras_times)]
         print(f"\n{args.runs} runs of each, alternated; wall seconds min / median / max\n")
         print("| command | min | median | max |\n|---|---|---|---|")
-        for name, times in (("imgretrieval query (1 image)", query_times), ('python -c "import keras"', keras_times)):
+        for name, times in (
+            ("imgretrieval query (1 image)", query_times),
+            ('python -c "import keras"', keras_times),
+            ('python -c "import skops.io; import keras"', floor_times),
+        ):
             print(f"| {name} | {min(times):.2f} | {statistics.median(times):.2f} | {max(times):.2f} |")
         print(f"\nratio query / import keras, run by run: median {statistics.median(ratios):.2f}x (target 1.25x)")
+        print(f"ratio of the two imports alone / import keras: median {statistics.median(floor_ratios):.2f}x")
 
         print("\nWhere one query's time goes (one process, wall seconds, median of 3):\n")
         runs = []

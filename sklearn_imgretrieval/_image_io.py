@@ -218,15 +218,17 @@ def read_jpeg_gray(path, size):
     The pixels are those of Pillow's ``draft`` at 1/2, 1/4 or 1/8 scale
     (tests compare them), read through libjpeg-turbo's in-memory decoder
     (simplejpeg), which spares Pillow's marker parsing in Python and its
-    suspending reads: decoding 256x256 photos took 172 instead of 284 us.
+    suspending reads: 5,520 instead of 3,600 256x256 photos per CPU second
+    (``benchmarks/bench_dedup.py --part throughput``, decoding only).
     Returns ``None`` for every file this reader leaves to Pillow: not a
     JPEG, not plain 8-bit YCbCr or grayscale, larger than Pillow's
     decompression-bomb limit, or not decodable (Pillow then says why).
     """
     with open(path, "rb", buffering=0) as file:
-        data = file.readall()
-    if not data.startswith(_JPEG_START):
-        return None
+        start = file.read(len(_JPEG_START))
+        if start != _JPEG_START:
+            return None  # Pillow reads it, without a second read of a large file here
+        data = start + file.readall()
     exif = _plain_jpeg_exif(data)
     if exif is None:
         return None
