@@ -145,7 +145,7 @@ def _bare_faiss(algorithm, rows, refine):
     base = faiss.IndexIVFPQ(faiss.IndexFlatL2(d), d, n_cells, auto_pq_m(d), auto_pq_bits(len(rows)))
     kinds = {"fp16": faiss.ScalarQuantizer.QT_fp16, "sq8": faiss.ScalarQuantizer.QT_8bit}
     stored = faiss.IndexFlatL2(d) if refine == "flat" else faiss.IndexScalarQuantizer(d, kinds[refine])
-    params = faiss.IndexRefineSearchParameters(k_factor=4, base_index_params=ivf_params)
+    params = faiss.IndexRefineSearchParameters(k_factor=16, base_index_params=ivf_params)
     return faiss.IndexRefine(base, stored), params
 
 
