@@ -352,6 +352,8 @@ def part_throughput(folder, repeats):
 
         # What no hasher of these files can beat: reading them and decoding at the scale ImageHasher
         # asks libjpeg for, as it does, nothing else (libjpeg still reads every coefficient of the file).
+        assert _image_io.read_jpeg_gray(paths[0], (32, 32)) is not None, "the fast reader declined these files"
+
         def decode_only():
             for path in paths:
                 _image_io.read_jpeg_gray(path, (32, 32))

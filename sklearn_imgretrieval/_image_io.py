@@ -16,6 +16,7 @@ factor (``Image.reduce``) on its stored pixels, before it is rotated,
 converted or turned into floats.
 """
 
+import functools
 import math
 import os
 import struct
@@ -56,6 +57,7 @@ _EXIF_ORIENTATION = 0x0112
 # JPEG markers and segment headers read_jpeg_gray looks for.
 _JPEG_START = b"\xff\xd8"
 _START_OF_SCAN, _APP1, _APP2 = 0xDA, 0xE1, 0xE2
+_MARKERS_WITHOUT_LENGTH = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-RST7
 _EXIF_HEADER, _XMP_HEADER, _MPF_HEADER = b"Exif\x00\x00", b"http://ns.adobe.com/xap/1.0/", b"MPF\x00"
 # Shrink by Image.reduce down to no less than this many times the target, so the
 # final resampling still has several source pixels per output pixel.
@@ -200,16 +202,28 @@ def _plain_jpeg_exif(data):
             continue
         if marker == _START_OF_SCAN:
             return exif
+        if marker in _MARKERS_WITHOUT_LENGTH:
+            return None
         start = offset + 4
         end = offset + 2 + int.from_bytes(data[offset + 2 : start], "big")
-        if marker == _APP1 and data.startswith(_EXIF_HEADER, start):
-            exif = exif or data[start:end]  # Pillow keeps the first
-        elif (marker == _APP1 and data.startswith(_XMP_HEADER, start)) or (
-            marker == _APP2 and data.startswith(_MPF_HEADER, start)
+        segment = data[start:end]
+        if marker == _APP1 and segment.startswith(_EXIF_HEADER):
+            if exif:  # EXIF split over segments: Pillow versions join them differently
+                return None
+            exif = segment
+        elif (marker == _APP1 and segment.startswith(_XMP_HEADER)) or (
+            marker == _APP2 and segment.startswith(_MPF_HEADER)
         ):
             return None
         offset = end
     return None
+
+
+@functools.cache
+def _pillow_decodes_with_libjpeg_turbo():
+    from PIL import features
+
+    return bool(features.check_feature("libjpeg_turbo"))
 
 
 def read_jpeg_gray(path, size):
@@ -224,11 +238,13 @@ def read_jpeg_gray(path, size):
     JPEG, not plain 8-bit YCbCr or grayscale, larger than Pillow's
     decompression-bomb limit, or not decodable (Pillow then says why).
     """
+    if not _pillow_decodes_with_libjpeg_turbo():
+        return None  # another libjpeg scales differently: the pixels would not be Pillow's
     with open(path, "rb", buffering=0) as file:
-        start = file.read(len(_JPEG_START))
-        if start != _JPEG_START:
+        if file.read(len(_JPEG_START)) != _JPEG_START:
             return None  # Pillow reads it, without a second read of a large file here
-        data = start + file.readall()
+        file.seek(0)
+        data = file.readall()
     exif = _plain_jpeg_exif(data)
     if exif is None:
         return None

@@ -22,6 +22,7 @@ GIL); the transforms and thresholds run on whole batches with NumPy and
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from functools import lru_cache, partial
@@ -107,27 +108,45 @@ def _gray_array(image):
     return Image.fromarray(np.ascontiguousarray(luma, dtype=np.float32))
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=1024)
 def _lanczos_weights(in_size, out_size):
     """(out_size, in_size) weights of Pillow's LANCZOS resampling, in its fixed point
     (integers, held as float64 so that products go through BLAS; every sum of
     products stays far below 2**53, so the arithmetic is exact).
 
-    Pillow's rule: each output pixel reads the input pixels within 3 *
+    Computed as Pillow computes them, operation for operation and with the
+    same libm ``sin``: each output pixel reads the input pixels within 3 *
     scale of its centre, weighted by a Lanczos-3 kernel stretched by the
     scale, normalised to sum 1 and rounded to ``_PRECISION_BITS`` bits.
     """
     scale = in_size / out_size
     stretch = max(scale, 1.0)
     support = 3.0 * stretch
+    inverse = 1.0 / stretch
     weights = np.zeros((out_size, in_size))
     for out in range(out_size):
         centre = (out + 0.5) * scale
         first, stop = max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), in_size)
-        x = (np.arange(first, stop) - centre + 0.5) / stretch
-        kernel = np.where((x >= -3.0) & (x < 3.0), np.sinc(x) * np.sinc(x / 3.0), 0.0)
-        weights[out, first:stop] = kernel / kernel.sum()
+        kernel = [_lanczos((x - centre + 0.5) * inverse) for x in range(first, stop)]
+        total = 0.0
+        for value in kernel:
+            total += value
+        weights[out, first:stop] = [value / total for value in kernel] if total != 0.0 else kernel
     return np.trunc(weights * (1 << _PRECISION_BITS) + np.where(weights < 0, -0.5, 0.5))
+
+
+def _lanczos(x):
+    """Pillow's Lanczos-3 kernel."""
+    if not -3.0 <= x < 3.0:
+        return 0.0
+    return _sinc(x) * _sinc(x / 3.0)
+
+
+def _sinc(x):
+    if x == 0.0:
+        return 1.0
+    x = x * math.pi
+    return math.sin(x) / x
 
 
 def _lanczos_resize(pixels, height, width):
@@ -138,8 +157,8 @@ def _lanczos_resize(pixels, height, width):
     matrix products spares the 50 us that making a PIL image, resizing it
     and reading it back cost, a fifth of dHash's time per 256x256 photo.
     Images whose height shrinks more than twice as much as their width go
-    through Pillow itself, which runs the column pass first there (since
-    Pillow 12).
+    through Pillow itself (uint8 then), which runs the column pass first
+    there (Pillow 13 does; older versions always ran rows first).
     """
     rows, columns = pixels.shape
     if rows - height > 2 * (columns - width) and rows > height:

@@ -139,7 +139,7 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
     k_factor : int, default=16
         ``"ivfpq"``: size of the shortlist re-ranked, in multiples of the
         neighbours asked for. At 10M rows with many near-duplicates, 4 gave
-        recall@10 0.90 and 16 gave 0.997 for 6% more query time.
+        recall@10 0.90 and 16 gave 0.997 for 7% more query time.
     metric_params : dict, default=None
         Keyword arguments of a scikit-learn metric.
     random_state : int, RandomState instance or None, default=None
