@@ -152,6 +152,7 @@ def _bare_faiss(algorithm, rows, refine):
 def worker(task):
     """One measurement in this fresh process; prints a JSON line."""
     n, algorithm, repeats = task["n"], task["algorithm"], task["repeats"]
+    library_index = None
     queries = np.load(OUT / "search_queries.npy")
     if algorithm == "sklearn-brute":
         from sklearn.neighbors import NearestNeighbors
@@ -196,12 +197,12 @@ def worker(task):
                     sweep.append({knob: value, "seconds": seconds, "found": found_v.tolist()})
                 retriever.set_params(**{knob: default})  # one knob at a time, the others at their defaults
             task["sweep_result"] = sweep
-        # The peak of building and searching, read before serialize_index makes a copy of the whole
-        # index to measure its size (at 10M rows that copy is 3 GB of its own).
-        peak = peak_rss_mb()
-        size = len(faiss.serialize_index(retriever.index_._index))
-    if algorithm.startswith(("sklearn-", "bare-")):
-        peak = peak_rss_mb()
+        library_index = retriever.index_._index
+    # The peak of building and searching, read before serialize_index makes a copy of the whole
+    # index to measure its size (at 10M rows that copy is 3 GB of its own).
+    peak = peak_rss_mb()
+    if library_index is not None:
+        size = len(faiss.serialize_index(library_index))
     result = {
         "n": n,
         "algorithm": algorithm,

@@ -263,25 +263,9 @@ def read_jpeg_gray(path, size):
         )
     except (ValueError, SyntaxError, struct.error):  # Pillow reads the file and reports the problem
         return None
-    return _upright_array(pixels[:, :, 0], orientation)
-
-
-def _upright_array(pixels, orientation):
-    """A view of (h, w) ``pixels`` turned as ``Image.transpose`` turns them for an EXIF orientation."""
-    if orientation == 2:  # FLIP_LEFT_RIGHT
-        return pixels[:, ::-1]
-    if orientation == 3:  # ROTATE_180
-        return pixels[::-1, ::-1]
-    if orientation == 4:  # FLIP_TOP_BOTTOM
-        return pixels[::-1]
-    if orientation == 5:  # TRANSPOSE
-        return pixels.T
-    if orientation == 6:  # ROTATE_270 (counter-clockwise)
-        return pixels.T[:, ::-1]
-    if orientation == 7:  # TRANSVERSE
-        return pixels[::-1, ::-1].T
-    if orientation == 8:  # ROTATE_90
-        return pixels.T[::-1]
+    pixels = pixels[:, :, 0]
+    if orientation in _ORIENTATION_TRANSPOSE:  # the same turn as upright(), for the few turned files
+        pixels = np.asarray(Image.fromarray(pixels).transpose(_ORIENTATION_TRANSPOSE[orientation]))
     return pixels
 
 

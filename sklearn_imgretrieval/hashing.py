@@ -129,7 +129,7 @@ def _lanczos_weights(in_size, out_size):
         first, stop = max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), in_size)
         kernel = [_lanczos((x - centre + 0.5) * inverse) for x in range(first, stop)]
         total = 0.0
-        for value in kernel:
+        for value in kernel:  # in order, as Pillow adds them (sum() compensates from Python 3.12)
             total += value
         weights[out, first:stop] = [value / total for value in kernel] if total != 0.0 else kernel
     return np.trunc(weights * (1 << _PRECISION_BITS) + np.where(weights < 0, -0.5, 0.5))
