@@ -126,44 +126,42 @@ def _median_time(function, repeats):
     return float(np.median(times))
 
 
-def _bare_parameters(faiss, retriever):
-    """FAISS's search parameters for the retriever's settings, written by hand."""
-    algorithm = retriever.fit_algorithm_
+def _bare_parameters(faiss, algorithm, settings):
+    """FAISS's search parameters for a retriever's ``settings``, written by hand."""
     if algorithm == "hnsw":
-        return faiss.SearchParametersHNSW(efSearch=retriever.ef_search)
+        return faiss.SearchParametersHNSW(efSearch=settings.ef_search)
     if algorithm == "ivf":
-        return faiss.SearchParametersIVF(nprobe=retriever.n_probe)
+        return faiss.SearchParametersIVF(nprobe=settings.n_probe)
     if algorithm == "ivfpq":
         return faiss.IndexRefineSearchParameters(
-            k_factor=retriever.k_factor, base_index_params=faiss.SearchParametersIVF(nprobe=retriever.n_probe)
+            k_factor=settings.k_factor, base_index_params=faiss.SearchParametersIVF(nprobe=settings.n_probe)
         )
     return None
 
 
 def _bare_faiss(algorithm, rows, refine):
-    """The same index written by hand with FAISS, at the library's default settings."""
+    """The same index written by hand with FAISS at the library's defaults, and its search parameters."""
     import faiss
 
     from sklearn_imgretrieval import NearestImageRetriever
     from sklearn_imgretrieval.neighbors._faiss import auto_n_cells, auto_pq_bits, auto_pq_m
 
     defaults = NearestImageRetriever()
+    parameters = _bare_parameters(faiss, algorithm, defaults)
     d = rows.shape[1]
     if algorithm == "flat":
-        return faiss.IndexFlatL2(d), None
+        return faiss.IndexFlatL2(d), parameters
     if algorithm == "hnsw":
         index = faiss.IndexHNSWFlat(d, defaults.hnsw_m)
         index.hnsw.efConstruction = defaults.ef_construction
-        return index, faiss.SearchParametersHNSW(efSearch=defaults.ef_search)
+        return index, parameters
     n_cells = auto_n_cells(len(rows))
-    ivf_params = faiss.SearchParametersIVF(nprobe=defaults.n_probe)
     if algorithm == "ivf":
-        return faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, n_cells), ivf_params
+        return faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, n_cells), parameters
     base = faiss.IndexIVFPQ(faiss.IndexFlatL2(d), d, n_cells, auto_pq_m(d), auto_pq_bits(len(rows)))
     kinds = {"fp16": faiss.ScalarQuantizer.QT_fp16, "sq8": faiss.ScalarQuantizer.QT_8bit}
     stored = faiss.IndexFlatL2(d) if refine == "flat" else faiss.IndexScalarQuantizer(d, kinds[refine])
-    params = faiss.IndexRefineSearchParameters(k_factor=defaults.k_factor, base_index_params=ivf_params)
-    return faiss.IndexRefine(base, stored), params
+    return faiss.IndexRefine(base, stored), parameters
 
 
 def worker(task):
@@ -221,7 +219,7 @@ def worker(task):
         if task.get("overhead"):
             # The library against a bare FAISS search of the very same index, alternated in
             # this process: what the library adds, without build or memory-layout differences.
-            parameters = _bare_parameters(faiss, retriever)
+            parameters = _bare_parameters(faiss, retriever.fit_algorithm_, retriever)
             times = {"library": [], "bare": []}
             for _ in range(max(repeats, 7)):
                 for name, call in (
@@ -363,18 +361,20 @@ def part_refine_ceiling(n, k_factor):
     print(f"## Re-ranking a perfect shortlist, N = {n:,}: the exact {K * k_factor} nearest of each query\n")
     print("| refine | bytes per row | recall@10 |")
     print("|---|---|---|")
-    kinds = {"flat": None, "fp16": faiss.ScalarQuantizer.QT_fp16, "sq8": faiss.ScalarQuantizer.QT_8bit}
-    for name, kind in kinds.items():
-        stored = rows
-        if kind is not None:
-            quantizer = faiss.ScalarQuantizer(DIMS, kind)
-            quantizer.train(first_fit)
-            stored = quantizer.decode(quantizer.compute_codes(rows))
-        candidates = stored[position]
-        distances = ((candidates - queries[:, None, :]) ** 2).sum(axis=2)
-        found = np.take_along_axis(shortlist, np.argsort(distances, axis=1, kind="stable")[:, :K], axis=1)
-        size = DIMS * {"flat": 4, "fp16": 2, "sq8": 1}[name]
-        print(f"| {name} | {size} | {recall_at_k(found, truth):.3f} |", flush=True)
+    print(f"| flat | {rows.itemsize * DIMS} | {_recall_reranked(rows, queries, shortlist, position, truth):.3f} |")
+    for name, kind in (("fp16", faiss.ScalarQuantizer.QT_fp16), ("sq8", faiss.ScalarQuantizer.QT_8bit)):
+        quantizer = faiss.ScalarQuantizer(DIMS, kind)
+        quantizer.train(first_fit)
+        stored = quantizer.decode(quantizer.compute_codes(rows))
+        recall = _recall_reranked(stored, queries, shortlist, position, truth)
+        print(f"| {name} | {quantizer.code_size} | {recall:.3f} |", flush=True)
+
+
+def _recall_reranked(stored, queries, shortlist, position, truth):
+    """Recall@10 of each query's shortlist ordered by its distance to the ``stored`` rows."""
+    distances = ((stored[position] - queries[:, None, :]) ** 2).sum(axis=2)
+    found = np.take_along_axis(shortlist, np.argsort(distances, axis=1, kind="stable")[:, :K], axis=1)
+    return recall_at_k(found, truth)
 
 
 SWEEP = {

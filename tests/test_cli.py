@@ -154,11 +154,10 @@ def test_evaluate_prints_the_metrics_table(photos):
 
 
 def test_index_with_the_default_pretrained_embedder(photos, tmp_path):
-    from sklearn_imgretrieval.cli import main
-
     model = tmp_path / "lite0.idx"
     # in this process (TensorFlow is started once per test worker); the query in a new one
-    assert main(["index", str(photos), "-o", str(model), "--size", "64", "64"]) == 0  # lite0 is the default
+    status, _, err = main("index", photos, "-o", model, "--size", 64, 64)  # lite0 is the default
+    assert status == 0, err
     query = photos / "stripes" / "stripes3.jpg"
     neighbours = json.loads(run("query", model, query, "-k", 4, "--json").stdout)[0]["neighbors"]
     assert neighbours[0]["path"] == str(query)
@@ -172,13 +171,11 @@ def test_evaluate_on_a_folder_of_labelled_photos(photos):
     assert [line.split()[0] for line in result.stdout.splitlines()[2:]] == ["raw", "pca"]
 
 
-def test_demo_finds_the_edited_copies_and_writes_the_picture(tmp_path, capsys):
+def test_demo_finds_the_edited_copies_and_writes_the_picture(tmp_path):
     """In this process: the README's test runs `imgretrieval demo` as a command."""
-    from sklearn_imgretrieval.cli import main
-
     picture = tmp_path / "demo.png"
-    assert main(["demo", "--out", str(picture)]) == 0
-    printed = capsys.readouterr().out
+    status, printed, err = main("demo", "--out", picture)
+    assert status == 0, err
     table = {line.split()[0]: line.split() for line in printed.splitlines()[2:4]}
     assert set(table) == {"raw", "EfficientNet-Lite0,"}
     precision = {name: float(row[-4]) for name, row in table.items()}
@@ -358,7 +355,7 @@ def test_query_of_a_pca_index_does_not_import_keras(photos, index_file):
     assert done.returncode == 0, done.stderr
 
 
-def test_index_update_embeds_what_changed_and_keeps_the_settings(photos, index_file, tmp_path, capsys):
+def test_index_update_embeds_what_changed_and_keeps_the_settings(photos, index_file, tmp_path):
     import shutil
 
     folder = tmp_path / "photos"
@@ -373,13 +370,11 @@ def test_index_update_embeds_what_changed_and_keeps_the_settings(photos, index_f
     answers = json.loads(run("query", index, folder / "rings" / "copy.png", "-k", 2, "--json").stdout)
     assert {Path(n["path"]).name for n in answers[0]["neighbors"]} == {"copy.png", "rings0.png"}
     # The refusals come before any work: checked in this process, which is quicker than a new one
-    from sklearn_imgretrieval.cli import main
-
     for option, value in (("--embedder", "lite0"), ("--size", "32 32"), ("--algorithm", "ivf")):
-        assert main(["index", str(folder), "-o", str(index), "--update", option, *value.split()]) == 2
-        assert f"the index was built with {option}" in capsys.readouterr().err
-    assert main(["index", str(folder), "-o", str(tmp_path / "none.idx"), "--update"]) == 2
-    assert "--update needs the index to update" in capsys.readouterr().err
+        status, _, err = main("index", folder, "-o", index, "--update", option, *value.split())
+        assert status == 2 and f"the index was built with {option}" in err
+    status, _, err = main("index", folder, "-o", tmp_path / "none.idx", "--update")
+    assert status == 2 and "--update needs the index to update" in err
 
 
 def test_query_with_root_names_the_files_where_the_folder_moved(photos, index_file, tmp_path):
