@@ -22,7 +22,7 @@ Run::
 
     python benchmarks/bench_search.py                       # parts 1 and 2 at N = 100k, 300k, 1M
     python benchmarks/bench_search.py --sweep --n 1000000   # part 3, writes the plot
-    python benchmarks/bench_search.py --n 10000000 --algorithms ivfpq --no-exact --refine fp16
+    python benchmarks/bench_search.py --n 10000000 --algorithms ivfpq --no-exact --no-brute --no-bare
     python benchmarks/bench_search.py --refine-ceiling --n 10000000   # what ivfpq's stored rows alone lose
     python benchmarks/bench_search.py --quick               # a smoke run in a minute
 
@@ -140,7 +140,8 @@ def _bare_parameters(faiss, algorithm, settings):
 
 
 def _bare_faiss(algorithm, rows, refine):
-    """The same index written by hand with FAISS at the library's defaults, and its search parameters."""
+    """The same index written by hand with FAISS at the library's defaults (``refine`` None: its
+    default too), and its search parameters."""
     import faiss
 
     from sklearn_imgretrieval import NearestImageRetriever
@@ -148,6 +149,7 @@ def _bare_faiss(algorithm, rows, refine):
 
     defaults = NearestImageRetriever()
     parameters = _bare_parameters(faiss, algorithm, defaults)
+    refine = refine or defaults.refine
     d = rows.shape[1]
     if algorithm == "flat":
         return faiss.IndexFlatL2(d), parameters
@@ -328,7 +330,7 @@ def part_scale(ns, algorithms, repeats, refine, with_brute, with_bare):
                 flush=True,
             )
             if with_bare:
-                bare = run_worker({"n": n, "algorithm": f"bare-{algorithm}", "repeats": 1, "refine": refine or "flat"})
+                bare = run_worker({"n": n, "algorithm": f"bare-{algorithm}", "repeats": 1, "refine": refine})
                 overheads.append((n, algorithm, result, bare, recall_at_k(bare["found"], truth)))
     if overheads:
         print("\n## The library against bare FAISS calls\n")

@@ -83,7 +83,7 @@ def test_approximate_backends_find_most_true_neighbours(clustered, algorithm, me
     else:
         unit = neighbours / np.linalg.norm(neighbours, axis=2, keepdims=True)
         true = 1 - np.einsum("qkd,qd->qk", unit, queries / np.linalg.norm(queries, axis=1, keepdims=True))
-    tolerance = 0.05 if algorithm == "ivfpq" else 1e-4  # IVF-PQ re-ranks from float32 rows
+    tolerance = 0.05 if algorithm == "ivfpq" else 1e-4  # IVF-PQ re-ranks from half-precision rows
     np.testing.assert_allclose(distances, true, rtol=tolerance, atol=tolerance)
 
 
@@ -127,6 +127,45 @@ def test_faiss_index_loads_in_a_fresh_process(clustered, tmp_path):
     )
     subprocess.run([sys.executable, "-c", script], check=True)
     np.testing.assert_array_equal(np.load(tmp_path / "indices.npy"), retriever.kneighbors(queries)[1])
+
+
+@pytest.mark.parametrize("refine", ("flat", "fp16", "sq8"))
+def test_ivfpq_rows_grown_by_the_library_are_those_faiss_would_store(clustered, refine):
+    # The library grows the re-ranking rows itself (FAISS copies them all on every growth):
+    # they must be the bytes FAISS's own add writes, and search the same.
+    import faiss
+
+    X, _, queries = clustered
+    grown = NearestImageRetriever(algorithm="ivfpq", refine=refine, random_state=0)
+    for chunk in np.array_split(X, 3):
+        grown.partial_fit(chunk)
+    ours = grown.index_._index
+    theirs = faiss.deserialize_index(faiss.serialize_index(ours))  # same training, rows FAISS owns
+    theirs.reset()
+    theirs.add(X)
+
+    def stored(index):
+        codes = faiss.downcast_index(index.refine_index).codes
+        return faiss.rev_swig_ptr(codes.data(), codes.size()).copy()
+
+    np.testing.assert_array_equal(stored(ours), stored(theirs))
+    parameters = faiss.IndexRefineSearchParameters(k_factor=4, base_index_params=faiss.SearchParametersIVF(nprobe=4))
+    for a, b in zip(ours.search(queries, 5, params=parameters), theirs.search(queries, 5, params=parameters)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_loaded_ivfpq_index_grows_like_the_one_it_was_saved_from(clustered):
+    X, y, queries = clustered
+    kept = NearestImageRetriever(n_neighbors=5, algorithm="ivfpq", random_state=0).fit(X[:800], y[:800])
+    loaded = pickle.loads(pickle.dumps(kept))  # FAISS owns the loaded rows until the library takes them over
+    kept.partial_fit(X[800:], y[800:])
+    loaded.partial_fit(X[800:], y[800:])
+    for a, b in zip(kept.kneighbors(queries), loaded.kneighbors(queries)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(kept.index_.reconstruct(0, len(X)), loaded.index_.reconstruct(0, len(X)))
+    loaded.remove(np.arange(100))
+    assert loaded.n_samples_fit_ == len(X) - 100
+    np.testing.assert_array_equal(loaded.index_.reconstruct(0, 5), kept.index_.reconstruct(100, 105))
 
 
 @pytest.mark.parametrize("algorithm", ("auto", "brute", "flat"))

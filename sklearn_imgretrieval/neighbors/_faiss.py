@@ -161,19 +161,26 @@ class FaissIndex(SearchIndex):
         faiss = import_faiss()
         rows = self._prepare(X)
         n_dims = rows.shape[1] * 8 if self._binary else rows.shape[1]
-        index = self._new_index(faiss, n_dims, len(rows))
+        self._index = self._new_index(faiss, n_dims, len(rows))
         with faiss_threads(faiss, self.n_jobs):
-            if not index.is_trained:
-                index.train(rows)
-            index.add(rows)
-        self._index = index
+            if not self._index.is_trained:
+                self._index.train(rows)
+            self._append(rows)
         self._after_add()
 
     def add(self, X):
         faiss = import_faiss()
         with faiss_threads(faiss, self.n_jobs):
-            self._index.add(self._prepare(X))
+            self._append(self._prepare(X))
         self._after_add()
+
+    def _append(self, rows):
+        """Add prepared rows to the index; the one place rows enter FAISS."""
+        self._index.add(rows)
+
+    def _clear(self):
+        """Forget every row, keeping what was trained."""
+        self._index.reset()
 
     def _after_add(self):
         """Hook: keep what reconstruction needs up to date."""
@@ -224,9 +231,9 @@ class FaissIndex(SearchIndex):
         faiss = import_faiss()
         keep = np.setdiff1d(np.arange(self.n_samples), indices)
         kept = np.concatenate([self.reconstruct(*span) for span in _spans(keep)] or [self.reconstruct(0, 0)])
-        self._index.reset()
+        self._clear()
         with faiss_threads(faiss, self.n_jobs):
-            self._index.add(kept)
+            self._append(kept)
         self._after_add()
 
     # ----------------------------------------------------------- pickling
@@ -467,6 +474,58 @@ class HNSWIndex(FaissIndex):
             return self._index.search(rows, k)
 
 
+class RefineRows:
+    """The rows an ``IndexRefine`` re-ranks from, in a NumPy buffer FAISS reads in place.
+
+    FAISS keeps a flat index's rows in one ``std::vector``, and growing it
+    copies every row already held: adding the ninth million rows of a 10M
+    gallery briefly holds the first eight twice (2 GB of fp16 rows). A
+    NumPy buffer grows with ``realloc``, which for buffers this large
+    remaps pages instead of copying them (glibc's ``mremap``), so the rows
+    are held once. After every change FAISS's codes vector is pointed at
+    the buffer as a view (``MaybeOwnedVector``, FAISS 1.11 and later).
+
+    FAISS must never add to or reset ``index`` itself: resizing a view
+    fails an assertion that ends the process. Every change goes through
+    this class.
+
+    Parameters
+    ----------
+    faiss : module
+    index : faiss.IndexFlatCodes
+        The refine index (``IndexFlat`` or ``IndexScalarQuantizer``),
+        trained. Rows it already holds (an index just loaded) move into the
+        buffer, and FAISS's copy is freed.
+    """
+
+    def __init__(self, faiss, index):
+        self._faiss = faiss
+        self.index = index
+        codes = index.codes
+        held = faiss.rev_swig_ptr(codes.data(), codes.size()) if codes.size() else np.empty(0, np.uint8)
+        self._codes = held.reshape(-1, index.code_size).copy()  # a copy owns its memory: it can grow
+        codes.owned_data.swap(faiss.UInt8Vector())  # swapping, unlike clear(), frees the memory
+        self._point_faiss_at_buffer()
+
+    def append(self, rows):
+        start = len(self._codes)
+        # Nothing else refers to the buffer: FAISS is pointed at its new place below.
+        self._codes.resize((start + len(rows), self.index.code_size), refcheck=False)
+        self.index.sa_encode(rows, self._codes[start:])
+        self._point_faiss_at_buffer()
+
+    def clear(self):
+        self._codes = np.empty((0, self.index.code_size), dtype=np.uint8)
+        self._point_faiss_at_buffer()
+
+    def _point_faiss_at_buffer(self):
+        codes, pointer = self.index.codes, self._faiss.swig_ptr(self._codes)
+        codes.is_owned = False
+        codes.view_data = codes.c_ptr = pointer
+        codes.view_size = codes.c_size = self._codes.size
+        self.index.ntotal = len(self._codes)
+
+
 class IVFPQIndex(IVFIndex):
     """IVF with product-quantized codes, re-ranked from stored rows.
 
@@ -474,10 +533,15 @@ class IVFPQIndex(IVFIndex):
     128 float dimensions instead of 512); a query's ``k_factor * k`` best
     candidates by code distance are re-scored from the rows kept by
     ``refine``: "flat" (exact, 4 bytes per value), "fp16" (2), "sq8" (1), or
-    not at all (``None``, distances from the codes).
+    not at all (``None``, distances from the codes). Those rows sit in a
+    :class:`RefineRows` buffer, so rows are added here, never by FAISS.
     """
 
     metrics = FLOAT_METRICS
+
+    def __init__(self, metric, params, n_jobs):
+        super().__init__(metric, params, n_jobs)
+        self._rows = None  # the RefineRows of self._index, made when rows are first added
 
     @property
     def supports_range_search(self):
@@ -515,6 +579,32 @@ class IVFPQIndex(IVFIndex):
         if self.params["refine"] is None:
             return self._index
         return import_faiss().downcast_index(self._index.base_index)
+
+    def build(self, X):
+        self._rows = None  # a new FAISS index gets a new buffer
+        super().build(X)
+
+    def _refine_rows(self):
+        """The re-ranking rows, taken over from FAISS the first time rows are added."""
+        if self._rows is None:
+            faiss = import_faiss()
+            self._rows = RefineRows(faiss, faiss.downcast_index(self._index.refine_index))
+        return self._rows
+
+    def _append(self, rows):
+        if self.params["refine"] is None:
+            return super()._append(rows)
+        base = self._base()
+        base.add(rows)
+        self._refine_rows().append(rows)
+        self._index.ntotal = base.ntotal
+
+    def _clear(self):
+        if self.params["refine"] is None:
+            return super()._clear()
+        self._base().reset()
+        self._refine_rows().clear()
+        self._index.ntotal = 0
 
     def _after_add(self):
         self._base().make_direct_map()

@@ -135,11 +135,15 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
     pq_bits : int or "auto", default="auto"
         ``"ivfpq"``: bits per sub-quantizer code. ``"auto"`` is 8 once the
         gallery has 9,984 rows (39 per centroid), fewer below.
-    refine : {"flat", "fp16", "sq8"} or None, default="flat"
+    refine : {"flat", "fp16", "sq8"} or None, default="fp16"
         ``"ivfpq"``: rows kept to re-rank the ``k_factor * n_neighbors``
-        best candidates by their codes: exact float32 rows, half-precision,
-        8-bit scalar-quantized, or none (distances from the codes alone,
-        the least memory).
+        best candidates by their codes: exact float32 rows (4 bytes per
+        value), half-precision (2), 8-bit scalar-quantized (1), or none
+        (distances from the codes alone, the least memory). Half precision
+        ranked as well as float32 on Fashion-MNIST vectors (recall@10 0.991
+        against 0.992 at 10M rows) in half the memory, which is what lets
+        10M rows of 128 values fit in 4 GB; one byte per value fell to
+        0.91 there, too coarse to order near-duplicates.
     k_factor : int, default=8
         ``"ivfpq"``: size of the shortlist re-ranked, in multiples of the
         neighbours asked for. At 10M rows with many near-duplicates, 4 gave
@@ -235,7 +239,7 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         ef_search: int = 32,
         pq_m: int | Literal["auto"] = "auto",
         pq_bits: int | Literal["auto"] = "auto",
-        refine: Literal["flat", "fp16", "sq8"] | None = "flat",
+        refine: Literal["flat", "fp16", "sq8"] | None = "fp16",
         k_factor: int = 8,
         metric_params: dict[str, Any] | None = None,
         random_state: RandomState = None,
