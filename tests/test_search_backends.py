@@ -154,6 +154,20 @@ def test_ivfpq_rows_grown_by_the_library_are_those_faiss_would_store(clustered, 
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("refine", (None, "fp16"))
+def test_ivfpq_gives_back_its_rows_from_the_refine_rows_or_the_codes(clustered, refine):
+    X, _, _ = clustered
+    retriever = NearestImageRetriever(n_neighbors=4, algorithm="ivfpq", refine=refine, random_state=0)
+    for chunk in np.array_split(X, 2):
+        retriever.partial_fit(chunk)
+    rows = retriever.index_.reconstruct(0, len(X))
+    if refine == "fp16":  # half precision: 11 significant bits (FAISS may round a tie the other way)
+        np.testing.assert_allclose(rows, X, rtol=2**-10)
+    else:  # decoded from 16 dimensions in a few bits: near each row, far from the others
+        assert np.linalg.norm(rows - X, axis=1).mean() < 0.5 * np.linalg.norm(rows - X[::-1], axis=1).mean()
+    assert not (retriever.kneighbors(return_distance=False) == np.arange(len(X))[:, None]).any()
+
+
 def test_a_loaded_ivfpq_index_grows_like_the_one_it_was_saved_from(clustered):
     X, y, queries = clustered
     kept = NearestImageRetriever(n_neighbors=5, algorithm="ivfpq", random_state=0).fit(X[:800], y[:800])
@@ -163,9 +177,43 @@ def test_a_loaded_ivfpq_index_grows_like_the_one_it_was_saved_from(clustered):
     for a, b in zip(kept.kneighbors(queries), loaded.kneighbors(queries)):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(kept.index_.reconstruct(0, len(X)), loaded.index_.reconstruct(0, len(X)))
+    codes = loaded.index_._rows.index.codes
+    assert not codes.is_owned and codes.owned_data.size() == 0  # one copy of the rows: the library's
     loaded.remove(np.arange(100))
     assert loaded.n_samples_fit_ == len(X) - 100
     np.testing.assert_array_equal(loaded.index_.reconstruct(0, 5), kept.index_.reconstruct(100, 105))
+
+
+def test_removing_from_a_loaded_ivfpq_index_then_adding_again(clustered):
+    X, _, queries = clustered
+    loaded = pickle.loads(pickle.dumps(NearestImageRetriever(algorithm="ivfpq", random_state=0).fit(X)))
+    loaded.remove(np.arange(len(X)))  # before any add: FAISS still owns the rows
+    assert loaded.n_samples_fit_ == 0
+    loaded.partial_fit(X[:50])
+    np.testing.assert_allclose(loaded.index_.reconstruct(0, 50), X[:50], rtol=2**-10)
+    assert loaded.kneighbors(queries[:3], n_neighbors=2)[1].max() < 50
+
+
+def test_a_failed_ivfpq_add_leaves_the_index_as_it_was(clustered, monkeypatch):
+    import faiss
+
+    X, _, queries = clustered
+    retriever = NearestImageRetriever(n_neighbors=5, algorithm="ivfpq", random_state=0).fit(X[:600])
+    before = retriever.kneighbors(queries)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("no memory left for the codes")
+
+    monkeypatch.setattr(faiss.IndexIVFPQ, "add", out_of_memory)  # after the refine rows have grown
+    with pytest.raises(MemoryError):
+        retriever.partial_fit(X[600:])
+    monkeypatch.undo()
+    index = retriever.index_._index
+    assert retriever.n_samples_fit_ == index.ntotal == index.refine_index.ntotal == index.base_index.ntotal == 600
+    for a, b in zip(before, retriever.kneighbors(queries)):
+        np.testing.assert_array_equal(a, b)
+    retriever.partial_fit(X[600:])
+    assert retriever.n_samples_fit_ == len(X)
 
 
 @pytest.mark.parametrize("algorithm", ("auto", "brute", "flat"))

@@ -161,10 +161,11 @@ class FaissIndex(SearchIndex):
         faiss = import_faiss()
         rows = self._prepare(X)
         n_dims = rows.shape[1] * 8 if self._binary else rows.shape[1]
-        self._index = self._new_index(faiss, n_dims, len(rows))
+        index = self._new_index(faiss, n_dims, len(rows))
         with faiss_threads(faiss, self.n_jobs):
-            if not self._index.is_trained:
-                self._index.train(rows)
+            if not index.is_trained:
+                index.train(rows)
+            self._use(index)
             self._append(rows)
         self._after_add()
 
@@ -173,6 +174,10 @@ class FaissIndex(SearchIndex):
         with faiss_threads(faiss, self.n_jobs):
             self._append(self._prepare(X))
         self._after_add()
+
+    def _use(self, index):
+        """Make ``index`` the one searched and grown, once it is built or loaded."""
+        self._index = index
 
     def _append(self, rows):
         """Add prepared rows to the index; the one place rows enter FAISS."""
@@ -262,7 +267,7 @@ class FaissIndex(SearchIndex):
                 f"The stored FAISS index is a {type(index).__name__}, not the {expected.__name__} of a "
                 f"{type(self).__name__}: the file was altered."
             )
-        self._index = index
+        self._use(index)
         self._after_add()
 
 
@@ -480,22 +485,25 @@ class RefineRows:
     FAISS keeps a flat index's rows in one ``std::vector``, and growing it
     copies every row already held: adding the ninth million rows of a 10M
     gallery briefly holds the first eight twice (2 GB of fp16 rows). A
-    NumPy buffer grows with ``realloc``, which for buffers this large
-    remaps pages instead of copying them (glibc's ``mremap``), so the rows
-    are held once. After every change FAISS's codes vector is pointed at
-    the buffer as a view (``MaybeOwnedVector``, FAISS 1.11 and later).
+    NumPy buffer grows with ``realloc``, which on Linux (glibc) remaps the
+    pages of a buffer this large instead of copying them, so the rows are
+    held once; elsewhere it may copy, as FAISS would. After every change
+    FAISS's codes vector is pointed at the buffer as a view
+    (``MaybeOwnedVector``, FAISS 1.11 and later).
 
     FAISS must never add to or reset ``index`` itself: resizing a view
-    fails an assertion that ends the process. Every change goes through
-    this class.
+    fails an assertion that ends the process. Nor may the index be copied
+    with ``faiss.clone_index``, whose copy would view this buffer too; copy
+    it through ``faiss.serialize_index``. Every change goes through this
+    class.
 
     Parameters
     ----------
     faiss : module
     index : faiss.IndexFlatCodes
         The refine index (``IndexFlat`` or ``IndexScalarQuantizer``),
-        trained. Rows it already holds (an index just loaded) move into the
-        buffer, and FAISS's copy is freed.
+        trained. Rows it already holds (an index just loaded) are copied
+        into the buffer, and FAISS's copy is freed.
     """
 
     def __init__(self, faiss, index):
@@ -507,16 +515,28 @@ class RefineRows:
         codes.owned_data.swap(faiss.UInt8Vector())  # swapping, unlike clear(), frees the memory
         self._point_faiss_at_buffer()
 
+    def __len__(self):
+        return len(self._codes)
+
     def append(self, rows):
         start = len(self._codes)
-        # Nothing else refers to the buffer: FAISS is pointed at its new place below.
-        self._codes.resize((start + len(rows), self.index.code_size), refcheck=False)
-        self.index.sa_encode(rows, self._codes[start:])
+        try:
+            self._resize(start + len(rows))
+            self.index.sa_encode(rows, self._codes[start:])
+        except BaseException:
+            self.truncate(start)  # the rows before stay as they were
+            raise
         self._point_faiss_at_buffer()
 
-    def clear(self):
-        self._codes = np.empty((0, self.index.code_size), dtype=np.uint8)
+    def truncate(self, n_rows):
+        """Keep the first ``n_rows`` rows."""
+        self._resize(n_rows)
         self._point_faiss_at_buffer()
+
+    def _resize(self, n_rows):
+        # Nothing else refers to the buffer: FAISS is pointed at its new place
+        # before it reads again.
+        self._codes.resize((n_rows, self.index.code_size), refcheck=False)
 
     def _point_faiss_at_buffer(self):
         codes, pointer = self.index.codes, self._faiss.swig_ptr(self._codes)
@@ -580,9 +600,9 @@ class IVFPQIndex(IVFIndex):
             return self._index
         return import_faiss().downcast_index(self._index.base_index)
 
-    def build(self, X):
-        self._rows = None  # a new FAISS index gets a new buffer
-        super().build(X)
+    def _use(self, index):
+        super()._use(index)
+        self._rows = None  # FAISS owns a new index's rows until some are added
 
     def _refine_rows(self):
         """The re-ranking rows, taken over from FAISS the first time rows are added."""
@@ -594,20 +614,28 @@ class IVFPQIndex(IVFIndex):
     def _append(self, rows):
         if self.params["refine"] is None:
             return super()._append(rows)
-        base = self._base()
-        base.add(rows)
-        self._refine_rows().append(rows)
+        stored, base = self._refine_rows(), self._base()
+        start = len(stored)
+        stored.append(rows)  # first: at 10M rows, the step most likely to run out of memory
+        try:
+            base.add(rows)
+        except BaseException:
+            stored.truncate(start)
+            raise
         self._index.ntotal = base.ntotal
 
     def _clear(self):
-        if self.params["refine"] is None:
+        if self._rows is None:  # FAISS still owns the rows (refine=None, or just loaded)
             return super()._clear()
         self._base().reset()
-        self._refine_rows().clear()
+        self._rows.truncate(0)
         self._index.ntotal = 0
 
     def _after_add(self):
-        self._base().make_direct_map()
+        # IndexRefine reconstructs from its refine rows; only bare codes need the
+        # position map (10M rows: 80 MB, rebuilt on every add).
+        if self.params["refine"] is None:
+            self._base().make_direct_map()
 
     def _refine_parameters(self, faiss, ivf, options):
         if self.params["refine"] is None:
