@@ -154,6 +154,28 @@ def test_ivfpq_rows_grown_by_the_library_are_those_faiss_would_store(clustered, 
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("refine", ("flat", "fp16", "sq8"))
+def test_ivfpq_removal_moves_the_kept_rows_down_in_place(clustered, refine, monkeypatch):
+    import faiss
+
+    X, _, queries = clustered
+    monkeypatch.setattr("sklearn_imgretrieval.neighbors._faiss._CHUNK", 100)  # many chunks, overlapping moves
+    retriever = NearestImageRetriever(algorithm="ivfpq", refine=refine, random_state=0).fit(X)
+    rows = retriever.index_.reconstruct(0, len(X))
+    gone = np.concatenate([np.arange(0, 500, 3), np.arange(900, 1000)])
+    kept = np.setdiff1d(np.arange(len(X)), gone)
+    theirs = faiss.deserialize_index(faiss.serialize_index(retriever.index_._index))
+    theirs.reset()
+    theirs.add(rows[kept])  # FAISS's own removal-by-rebuild, from the same rows
+    retriever.remove(gone)
+    ours = retriever.index_._index
+    assert ours.ntotal == ours.base_index.ntotal == ours.refine_index.ntotal == len(kept)
+    np.testing.assert_array_equal(retriever.index_.reconstruct(0, len(kept)), rows[kept])
+    parameters = faiss.IndexRefineSearchParameters(k_factor=4, base_index_params=faiss.SearchParametersIVF(nprobe=4))
+    for a, b in zip(ours.search(queries, 5, params=parameters), theirs.search(queries, 5, params=parameters)):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("refine", (None, "fp16"))
 def test_ivfpq_gives_back_its_rows_from_the_refine_rows_or_the_codes(clustered, refine):
     X, _, _ = clustered

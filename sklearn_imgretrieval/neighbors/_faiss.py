@@ -183,10 +183,6 @@ class FaissIndex(SearchIndex):
         """Add prepared rows to the index; the one place rows enter FAISS."""
         self._index.add(rows)
 
-    def _clear(self):
-        """Forget every row, keeping what was trained."""
-        self._index.reset()
-
     def _after_add(self):
         """Hook: keep what reconstruction needs up to date."""
 
@@ -236,7 +232,7 @@ class FaissIndex(SearchIndex):
         faiss = import_faiss()
         keep = np.setdiff1d(np.arange(self.n_samples), indices)
         kept = np.concatenate([self.reconstruct(*span) for span in _spans(keep)] or [self.reconstruct(0, 0)])
-        self._clear()
+        self._index.reset()
         with faiss_threads(faiss, self.n_jobs):
             self._append(kept)
         self._after_add()
@@ -528,6 +524,14 @@ class RefineRows:
             raise
         self._point_faiss_at_buffer()
 
+    def keep(self, rows):
+        """Keep only ``rows`` (sorted ascending), moved down in place, a chunk at a time."""
+        for start in range(0, len(rows), _CHUNK):
+            part = rows[start : start + _CHUNK]
+            # A row only ever moves down, onto rows already moved or dropped.
+            self._codes[start : start + len(part)] = self._codes[part]
+        self.truncate(len(rows))
+
     def truncate(self, n_rows):
         """Keep the first ``n_rows`` rows."""
         self._resize(n_rows)
@@ -624,12 +628,21 @@ class IVFPQIndex(IVFIndex):
             raise
         self._index.ntotal = base.ntotal
 
-    def _clear(self):
-        if self._rows is None:  # FAISS still owns the rows (refine=None, or just loaded)
-            return super()._clear()
-        self._base().reset()
-        self._rows.truncate(0)
-        self._index.ntotal = 0
+    def remove(self, indices):
+        """Forget rows: the refine rows kept move down in place, and the
+        codes are computed again from them a chunk at a time, so removing
+        from 10M rows never holds the rows twice."""
+        if self.params["refine"] is None:
+            return super().remove(indices)
+        faiss = import_faiss()
+        stored, base = self._refine_rows(), self._base()
+        stored.keep(np.setdiff1d(np.arange(self.n_samples), indices))
+        base.reset()
+        with faiss_threads(faiss, self.n_jobs):
+            for start in range(0, len(stored), _CHUNK):
+                base.add(stored.index.reconstruct_n(start, min(_CHUNK, len(stored) - start)))
+        self._index.ntotal = base.ntotal
+        self._after_add()
 
     def _after_add(self):
         # IndexRefine reconstructs from its refine rows; only bare codes need the
