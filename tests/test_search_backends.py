@@ -176,6 +176,56 @@ def test_ivfpq_removal_moves_the_kept_rows_down_in_place(clustered, refine, monk
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("fails_after", (0, 2))
+def test_an_interrupted_ivfpq_removal_keeps_a_consistent_prefix(clustered, monkeypatch, fails_after):
+    import faiss
+
+    X, y, queries = clustered
+    monkeypatch.setattr("sklearn_imgretrieval.neighbors._faiss._CHUNK", 100)
+    retriever = NearestImageRetriever(algorithm="ivfpq", random_state=0).fit(X, y)
+    rows = retriever.index_.reconstruct(0, len(X))
+    gone = np.arange(0, len(X), 2)
+    kept = np.setdiff1d(np.arange(len(X)), gone)
+    add, calls = faiss.IndexIVFPQ.add, []
+
+    def interrupted_add(self, x):  # Ctrl-C after some chunks have been added again
+        if len(calls) == fails_after:
+            raise KeyboardInterrupt
+        calls.append(len(x))
+        return add(self, x)
+
+    monkeypatch.setattr(faiss.IndexIVFPQ, "add", interrupted_add)
+    with pytest.raises(KeyboardInterrupt):
+        retriever.remove(gone)
+    monkeypatch.undo()
+    index, n = retriever.index_._index, 100 * fails_after
+    assert retriever.n_samples_fit_ == len(retriever.gallery_labels_) == index.ntotal == n
+    assert index.base_index.ntotal == index.refine_index.ntotal == n
+    np.testing.assert_array_equal(retriever.gallery_labels_, y[kept][:n])
+    np.testing.assert_array_equal(retriever.index_.reconstruct(0, n), rows[kept][:n])
+    if n:
+        assert retriever.kneighbors(n_neighbors=3, return_distance=False).max() < n  # leave-one-out reads every row
+
+
+def test_an_ivfpq_removal_interrupted_while_moving_rows_leaves_an_empty_consistent_index(clustered, monkeypatch):
+    from sklearn_imgretrieval.neighbors._faiss import RefineRows
+
+    X, y, _ = clustered
+    retriever = NearestImageRetriever(algorithm="ivfpq", random_state=0).fit(X, y)
+
+    def interrupted_keep(self, rows):
+        half = rows[: len(rows) // 2]
+        self._codes[: len(half)] = self._codes[half]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RefineRows, "keep", interrupted_keep)
+    with pytest.raises(KeyboardInterrupt):
+        retriever.remove(np.arange(0, len(X), 2))
+    index = retriever.index_._index
+    assert retriever.n_samples_fit_ == len(retriever.gallery_labels_) == index.ntotal == 0
+    assert index.base_index.ntotal == index.refine_index.ntotal == 0
+
+
 @pytest.mark.parametrize("refine", (None, "fp16"))
 def test_ivfpq_gives_back_its_rows_from_the_refine_rows_or_the_codes(clustered, refine):
     X, _, _ = clustered

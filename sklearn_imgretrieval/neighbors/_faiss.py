@@ -525,7 +525,7 @@ class RefineRows:
         self._point_faiss_at_buffer()
 
     def keep(self, rows):
-        """Keep only ``rows`` (sorted ascending), moved down in place, a chunk at a time."""
+        """Keep only ``rows`` (strictly increasing), moved down in place, a chunk at a time."""
         for start in range(0, len(rows), _CHUNK):
             part = rows[start : start + _CHUNK]
             # A row only ever moves down, onto rows already moved or dropped.
@@ -631,18 +631,34 @@ class IVFPQIndex(IVFIndex):
     def remove(self, indices):
         """Forget rows: the refine rows kept move down in place, and the
         codes are computed again from them a chunk at a time, so removing
-        from 10M rows never holds the rows twice."""
+        from 10M rows never holds the rows twice.
+
+        Moved rows cannot move back: interrupted (Ctrl-C, memory), the index
+        keeps the first kept rows whose codes were computed again, possibly
+        none, and every part of it agrees on that number.
+        """
         if self.params["refine"] is None:
             return super().remove(indices)
         faiss = import_faiss()
         stored, base = self._refine_rows(), self._base()
-        stored.keep(np.setdiff1d(np.arange(self.n_samples), indices))
-        base.reset()
-        with faiss_threads(faiss, self.n_jobs):
-            for start in range(0, len(stored), _CHUNK):
-                base.add(stored.index.reconstruct_n(start, min(_CHUNK, len(stored) - start)))
-        self._index.ntotal = base.ntotal
-        self._after_add()
+        kept = np.ones(self.n_samples, dtype=bool)
+        kept[indices] = False
+        codes_reset = False
+        try:
+            stored.keep(np.flatnonzero(kept))
+            base.reset()
+            codes_reset = True
+            with faiss_threads(faiss, self.n_jobs):
+                for start in range(0, len(stored), _CHUNK):
+                    base.add(stored.index.reconstruct_n(start, min(_CHUNK, len(stored) - start)))
+        except BaseException:
+            if not codes_reset:  # the codes still describe rows that have moved
+                base.reset()
+            stored.truncate(base.ntotal)
+            raise
+        finally:
+            self._index.ntotal = base.ntotal
+            self._after_add()
 
     def _after_add(self):
         # IndexRefine reconstructs from its refine rows; only bare codes need the

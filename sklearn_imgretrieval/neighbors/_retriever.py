@@ -424,7 +424,11 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         Later items move down to fill the gaps, as in a list: after removing
         item 3, item 4 becomes 3. Their labels go with them. Flat indexes
         remove rows in place; the other structures are rebuilt from the rows
-        kept, without retraining (IVF cells and PQ codebooks stay).
+        kept, without retraining (IVF cells and PQ codebooks stay). IVF-PQ
+        moves its rows in place, so an interrupted removal cannot be undone:
+        it keeps the first of the rows kept, with their labels
+        (``n_samples_fit_`` says how many), to be completed with
+        ``partial_fit``.
 
         Parameters
         ----------
@@ -456,10 +460,15 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
             return self
         if self.metric == "precomputed":
             raise ValueError("A precomputed distance matrix cannot lose rows; fit on the smaller matrix instead.")
-        self.index_.remove(indices)
-        if self.gallery_labels_ is not None:
-            self.gallery_labels_ = np.delete(self.gallery_labels_, indices)
-        self.n_samples_fit_ = self.index_.n_samples
+        try:
+            self.index_.remove(indices)
+        finally:
+            # An interrupted removal can leave only the first of the rows kept
+            # (see the backend's remove): the labels follow the rows either way.
+            if self.index_.n_samples != self.n_samples_fit_:
+                if self.gallery_labels_ is not None:
+                    self.gallery_labels_ = np.delete(self.gallery_labels_, indices)[: self.index_.n_samples]
+                self.n_samples_fit_ = self.index_.n_samples
         return self
 
     # -------------------------------------------------------------- search
