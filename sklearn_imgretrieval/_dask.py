@@ -84,7 +84,11 @@ def embed_on_cluster(client, embed, steps, paths, chunk_size):
     chunk, and nothing is half-written.
     """
     distributed = import_distributed()
-    remote_steps = client.scatter(steps, broadcast=True)
+    # A key of its own for each run: equal steps scattered again would reuse their
+    # hashed key, and Dask has raced on reused scatter keys while the old future
+    # was being released (dask/distributed#8576: tasks "cancelled for reason:
+    # already forgotten").
+    remote_steps = client.scatter(steps, broadcast=True, hash=False)
     starts = list(range(0, len(paths), chunk_size))
     n_workers = max(1, len(client.scheduler_info()["workers"]))
     in_flight = 2 * n_workers
