@@ -129,6 +129,24 @@ def test_faiss_index_loads_in_a_fresh_process(clustered, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "indices.npy"), retriever.kneighbors(queries)[1])
 
 
+def _rebuilt_by_faiss(index, rows):
+    """A copy of a trained FAISS index (rows FAISS owns), emptied and given ``rows`` by FAISS's own add."""
+    import faiss
+
+    copy = faiss.deserialize_index(faiss.serialize_index(index))
+    copy.reset()
+    copy.add(rows)
+    return copy
+
+
+def _assert_same_ivfpq_answers(ours, theirs, queries):
+    import faiss
+
+    parameters = faiss.IndexRefineSearchParameters(k_factor=4, base_index_params=faiss.SearchParametersIVF(nprobe=4))
+    for a, b in zip(ours.search(queries, 5, params=parameters), theirs.search(queries, 5, params=parameters)):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("refine", ("flat", "fp16", "sq8"))
 def test_ivfpq_rows_grown_by_the_library_are_those_faiss_would_store(clustered, refine):
     # The library grows the re-ranking rows itself (FAISS copies them all on every growth):
@@ -140,40 +158,30 @@ def test_ivfpq_rows_grown_by_the_library_are_those_faiss_would_store(clustered, 
     for chunk in np.array_split(X, 3):
         grown.partial_fit(chunk)
     ours = grown.index_._index
-    theirs = faiss.deserialize_index(faiss.serialize_index(ours))  # same training, rows FAISS owns
-    theirs.reset()
-    theirs.add(X)
+    theirs = _rebuilt_by_faiss(ours, X)  # same training
 
     def stored(index):
         codes = faiss.downcast_index(index.refine_index).codes
         return faiss.rev_swig_ptr(codes.data(), codes.size()).copy()
 
     np.testing.assert_array_equal(stored(ours), stored(theirs))
-    parameters = faiss.IndexRefineSearchParameters(k_factor=4, base_index_params=faiss.SearchParametersIVF(nprobe=4))
-    for a, b in zip(ours.search(queries, 5, params=parameters), theirs.search(queries, 5, params=parameters)):
-        np.testing.assert_array_equal(a, b)
+    _assert_same_ivfpq_answers(ours, theirs, queries)
 
 
 @pytest.mark.parametrize("refine", ("flat", "fp16", "sq8"))
 def test_ivfpq_removal_moves_the_kept_rows_down_in_place(clustered, refine, monkeypatch):
-    import faiss
-
     X, _, queries = clustered
     monkeypatch.setattr("sklearn_imgretrieval.neighbors._faiss._CHUNK", 100)  # many chunks, overlapping moves
     retriever = NearestImageRetriever(algorithm="ivfpq", refine=refine, random_state=0).fit(X)
     rows = retriever.index_.reconstruct(0, len(X))
     gone = np.concatenate([np.arange(0, 500, 3), np.arange(900, 1000)])
     kept = np.setdiff1d(np.arange(len(X)), gone)
-    theirs = faiss.deserialize_index(faiss.serialize_index(retriever.index_._index))
-    theirs.reset()
-    theirs.add(rows[kept])  # FAISS's own removal-by-rebuild, from the same rows
+    theirs = _rebuilt_by_faiss(retriever.index_._index, rows[kept])  # removal by rebuild, from the same rows
     retriever.remove(gone)
     ours = retriever.index_._index
     assert ours.ntotal == ours.base_index.ntotal == ours.refine_index.ntotal == len(kept)
     np.testing.assert_array_equal(retriever.index_.reconstruct(0, len(kept)), rows[kept])
-    parameters = faiss.IndexRefineSearchParameters(k_factor=4, base_index_params=faiss.SearchParametersIVF(nprobe=4))
-    for a, b in zip(ours.search(queries, 5, params=parameters), theirs.search(queries, 5, params=parameters)):
-        np.testing.assert_array_equal(a, b)
+    _assert_same_ivfpq_answers(ours, theirs, queries)
 
 
 @pytest.mark.parametrize("fails_after", (0, 2))

@@ -230,12 +230,18 @@ class FaissIndex(SearchIndex):
         indexes override this with FAISS's own removal.
         """
         faiss = import_faiss()
-        keep = np.setdiff1d(np.arange(self.n_samples), indices)
+        keep = self._kept_rows(indices)
         kept = np.concatenate([self.reconstruct(*span) for span in _spans(keep)] or [self.reconstruct(0, 0)])
         self._index.reset()
         with faiss_threads(faiss, self.n_jobs):
             self._append(kept)
         self._after_add()
+
+    def _kept_rows(self, indices):
+        """The rows ``remove(indices)`` keeps, in order."""
+        kept = np.ones(self.n_samples, dtype=bool)
+        kept[indices] = False
+        return np.flatnonzero(kept)
 
     # ----------------------------------------------------------- pickling
     def __getstate__(self):
@@ -641,11 +647,9 @@ class IVFPQIndex(IVFIndex):
             return super().remove(indices)
         faiss = import_faiss()
         stored, base = self._refine_rows(), self._base()
-        kept = np.ones(self.n_samples, dtype=bool)
-        kept[indices] = False
         codes_reset = False
         try:
-            stored.keep(np.flatnonzero(kept))
+            stored.keep(self._kept_rows(indices))
             base.reset()
             codes_reset = True
             with faiss_threads(faiss, self.n_jobs):
@@ -657,8 +661,7 @@ class IVFPQIndex(IVFIndex):
             stored.truncate(base.ntotal)
             raise
         finally:
-            self._index.ntotal = base.ntotal
-            self._after_add()
+            self._index.ntotal = base.ntotal  # no position map to rebuild: see _after_add
 
     def _after_add(self):
         # IndexRefine reconstructs from its refine rows; only bare codes need the
