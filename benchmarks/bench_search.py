@@ -217,7 +217,7 @@ def worker(task):
                     sweep.append({knob: value, "seconds": seconds, "found": found_v.tolist()})
                 retriever.set_params(**{knob: default})  # one knob at a time, the others at their defaults
             task["sweep_result"] = sweep
-        library_index = retriever.index_._index
+        library_index = retriever.backend_._faiss_index
         if task.get("overhead"):
             # The library against a bare FAISS search of the very same index, alternated in
             # this process: what the library adds, without build or memory-layout differences.

@@ -237,7 +237,7 @@ class ImageIndex:
             Groups, pairs and distances, items named by their paths.
         """
         retriever = self.pipeline[-1]
-        embeddings = retriever.index_.reconstruct(0, len(self))
+        embeddings = retriever.gallery_rows()
         found = find_duplicates(
             embeddings, method="precomputed", max_distance=max_distance, top_k=top_k, metric=retriever.metric
         )
@@ -656,22 +656,14 @@ def _fit_front_steps(pipeline, paths, fit_sample, random_state, progress):
 
 
 def _prepare_retriever(retriever, n_files):
-    """Give an unfitted IVF retriever cells for the whole gallery, not for its first chunk."""
-    from .neighbors._faiss import auto_n_cells
-
-    if _is_fitted(retriever) or getattr(retriever, "algorithm", None) not in ("ivf", "ivfpq"):
-        return
-    if retriever.n_cells == "auto":
-        n_cells = auto_n_cells(n_files)
-        # n_probe is at most n_cells under "auto": keep that meaning once the count is fixed.
-        retriever.set_params(n_cells=n_cells, n_probe=min(retriever.n_probe, n_cells))
+    """Fix an unfitted retriever's "auto" settings for the whole gallery, not for its first chunk."""
+    if not _is_fitted(retriever) and hasattr(retriever, "params_for_gallery"):
+        retriever.set_params(**retriever.params_for_gallery(n_files))
 
 
 def _rows_to_train(retriever, n_files):
-    """Rows to gather before the first fit: what k-means needs for the cells (1 for exact search)."""
-    if getattr(retriever, "algorithm", None) not in ("ivf", "ivfpq") or retriever.n_cells == "auto":
-        return 1
-    return min(n_files, max(retriever.n_cells * 39, 2**8 * 39 if retriever.algorithm == "ivfpq" else 1))
+    """Rows to gather before the first fit: what the retriever's training needs (1 for exact search)."""
+    return retriever.rows_to_train(n_files) if hasattr(retriever, "rows_to_train") else 1
 
 
 def embed_files(steps, paths):

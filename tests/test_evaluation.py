@@ -39,7 +39,7 @@ def test_evaluate_retrieval_with_a_retrieval_pipeline_leaves_it_unfitted(digits)
     pipe = make_retrieval_pipeline(ImagePreprocessor(), NearestImageRetriever(metric="euclidean"))
     scores = evaluate_retrieval(pipe, X[:1000], y[:1000], X[1000:1200], y[1000:1200])
     assert scores["precision@10"] > 0.85
-    assert not hasattr(pipe[-1], "index_")
+    assert not hasattr(pipe[-1], "backend_")
 
 
 def test_scorer_ranks_the_fold_leave_one_out(digits):

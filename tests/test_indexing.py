@@ -120,7 +120,7 @@ def test_build_index_streams_chunks_and_skips_unreadable_files(folder):
     assert index.paths == [paths[i] for i in kept] and len(index) == 12
     np.testing.assert_array_equal(index.labels, labels[kept])
     whole = _streaming_pipeline().fit([paths[i] for i in kept], labels[kept])
-    np.testing.assert_array_equal(whole[-1].index_.reconstruct(0, 12), index.pipeline[-1].index_.reconstruct(0, 12))
+    np.testing.assert_array_equal(whole[-1].gallery_rows(range(12)), index.pipeline[-1].gallery_rows(range(12)))
     assert all(stat is not None and stat[0] > 0 for stat in index.file_stats)
 
 
@@ -137,7 +137,7 @@ def test_ivf_cells_come_from_the_number_of_files(folder):
     paths, _, _ = _readable(folder)
     pipe = _streaming_pipeline(algorithm="ivf", random_state=0)
     index = build_index(paths * 10, pipe, chunk_size=7)  # 120 files arriving 7 at a time
-    assert index.pipeline[-1].n_cells == 3 and index.pipeline[-1].index_.n_cells == 3  # 120 // 39, not 7 // 39
+    assert index.pipeline[-1].n_cells == 3 and index.pipeline[-1].backend_.n_cells == 3  # 120 // 39, not 7 // 39
 
 
 def test_update_embeds_only_new_and_changed_files(folder):
@@ -159,8 +159,8 @@ def test_update_embeds_only_new_and_changed_files(folder):
     query = [str(folder / "red" / "01.png")]
     assert index.paths[index.kneighbors(query, n_neighbors=1)[1][0, 0]] == query[0]
     np.testing.assert_allclose(
-        index.pipeline[-1].index_.reconstruct(0, len(index)),
-        fresh[-1].index_.reconstruct(0, len(index))[[paths.index(p) for p in index.paths]],
+        index.pipeline[-1].gallery_rows(range(len(index))),
+        fresh[-1].gallery_rows(range(len(index)))[[paths.index(p) for p in index.paths]],
     )
     assert str(index.update(paths)) == "0 added, 0 changed, 0 removed"
 

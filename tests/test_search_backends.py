@@ -18,7 +18,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import NearestNeighbors
 
 from sklearn_imgretrieval import NearestImageRetriever, make_retrieval_pipeline
-from sklearn_imgretrieval.neighbors._faiss import FlatIndex, auto_n_cells, auto_pq_bits, auto_pq_m
+from sklearn_imgretrieval.neighbors._faiss import FaissFlatBackend, auto_n_cells, auto_pq_bits, auto_pq_m
 
 EXACT = ("auto", "brute", "kd_tree", "ball_tree", "flat")
 APPROXIMATE = ("ivf", "hnsw", "ivfpq")
@@ -157,7 +157,7 @@ def test_ivfpq_rows_grown_by_the_library_are_those_faiss_would_store(clustered, 
     grown = NearestImageRetriever(algorithm="ivfpq", refine=refine, random_state=0)
     for chunk in np.array_split(X, 3):
         grown.partial_fit(chunk)
-    ours = grown.index_._index
+    ours = grown.backend_._faiss_index
     theirs = _rebuilt_by_faiss(ours, X)  # same training
 
     def stored(index):
@@ -172,15 +172,16 @@ def test_ivfpq_rows_grown_by_the_library_are_those_faiss_would_store(clustered, 
 def test_ivfpq_removal_moves_the_kept_rows_down_in_place(clustered, refine, monkeypatch):
     X, _, queries = clustered
     monkeypatch.setattr("sklearn_imgretrieval.neighbors._faiss._CHUNK", 100)  # many chunks, overlapping moves
+    monkeypatch.setattr("sklearn_imgretrieval.neighbors._faiss_refine._CHUNK", 100)
     retriever = NearestImageRetriever(algorithm="ivfpq", refine=refine, random_state=0).fit(X)
-    rows = retriever.index_.reconstruct(0, len(X))
+    rows = retriever.gallery_rows()
     gone = np.concatenate([np.arange(0, 500, 3), np.arange(900, 1000)])
     kept = np.setdiff1d(np.arange(len(X)), gone)
-    theirs = _rebuilt_by_faiss(retriever.index_._index, rows[kept])  # removal by rebuild, from the same rows
+    theirs = _rebuilt_by_faiss(retriever.backend_._faiss_index, rows[kept])  # removal by rebuild, from the same rows
     retriever.remove(gone)
-    ours = retriever.index_._index
+    ours = retriever.backend_._faiss_index
     assert ours.ntotal == ours.base_index.ntotal == ours.refine_index.ntotal == len(kept)
-    np.testing.assert_array_equal(retriever.index_.reconstruct(0, len(kept)), rows[kept])
+    np.testing.assert_array_equal(retriever.backend_.reconstruct(0, len(kept)), rows[kept])
     _assert_same_ivfpq_answers(ours, theirs, queries)
 
 
@@ -191,7 +192,7 @@ def test_an_interrupted_ivfpq_removal_keeps_a_consistent_prefix(clustered, monke
     X, y, queries = clustered
     monkeypatch.setattr("sklearn_imgretrieval.neighbors._faiss._CHUNK", 100)
     retriever = NearestImageRetriever(algorithm="ivfpq", random_state=0).fit(X, y)
-    rows = retriever.index_.reconstruct(0, len(X))
+    rows = retriever.gallery_rows()
     gone = np.arange(0, len(X), 2)
     kept = np.setdiff1d(np.arange(len(X)), gone)
     add, calls = faiss.IndexIVFPQ.add, []
@@ -206,17 +207,17 @@ def test_an_interrupted_ivfpq_removal_keeps_a_consistent_prefix(clustered, monke
     with pytest.raises(KeyboardInterrupt):
         retriever.remove(gone)
     monkeypatch.undo()
-    index, n = retriever.index_._index, 100 * fails_after
+    index, n = retriever.backend_._faiss_index, 100 * fails_after
     assert retriever.n_samples_fit_ == len(retriever.gallery_labels_) == index.ntotal == n
     assert index.base_index.ntotal == index.refine_index.ntotal == n
     np.testing.assert_array_equal(retriever.gallery_labels_, y[kept][:n])
-    np.testing.assert_array_equal(retriever.index_.reconstruct(0, n), rows[kept][:n])
+    np.testing.assert_array_equal(retriever.backend_.reconstruct(0, n), rows[kept][:n])
     if n:
         assert retriever.kneighbors(n_neighbors=3, return_distance=False).max() < n  # leave-one-out reads every row
 
 
 def test_an_ivfpq_removal_interrupted_while_moving_rows_leaves_an_empty_consistent_index(clustered, monkeypatch):
-    from sklearn_imgretrieval.neighbors._faiss import RefineRows
+    from sklearn_imgretrieval.neighbors._faiss_refine import ViewedRows
 
     X, y, _ = clustered
     retriever = NearestImageRetriever(algorithm="ivfpq", random_state=0).fit(X, y)
@@ -226,10 +227,10 @@ def test_an_ivfpq_removal_interrupted_while_moving_rows_leaves_an_empty_consiste
         self._codes[: len(half)] = self._codes[half]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(RefineRows, "keep", interrupted_keep)
+    monkeypatch.setattr(ViewedRows, "keep", interrupted_keep)
     with pytest.raises(KeyboardInterrupt):
         retriever.remove(np.arange(0, len(X), 2))
-    index = retriever.index_._index
+    index = retriever.backend_._faiss_index
     assert retriever.n_samples_fit_ == len(retriever.gallery_labels_) == index.ntotal == 0
     assert index.base_index.ntotal == index.refine_index.ntotal == 0
 
@@ -240,7 +241,7 @@ def test_ivfpq_gives_back_its_rows_from_the_refine_rows_or_the_codes(clustered, 
     retriever = NearestImageRetriever(n_neighbors=4, algorithm="ivfpq", refine=refine, random_state=0)
     for chunk in np.array_split(X, 2):
         retriever.partial_fit(chunk)
-    rows = retriever.index_.reconstruct(0, len(X))
+    rows = retriever.gallery_rows()
     if refine == "fp16":  # half precision: 11 significant bits (FAISS may round a tie the other way)
         np.testing.assert_allclose(rows, X, rtol=2**-10)
     else:  # decoded from 16 dimensions in a few bits: near each row, far from the others
@@ -256,12 +257,12 @@ def test_a_loaded_ivfpq_index_grows_like_the_one_it_was_saved_from(clustered):
     loaded.partial_fit(X[800:], y[800:])
     for a, b in zip(kept.kneighbors(queries), loaded.kneighbors(queries)):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(kept.index_.reconstruct(0, len(X)), loaded.index_.reconstruct(0, len(X)))
-    codes = loaded.index_._rows.index.codes
+    np.testing.assert_array_equal(kept.backend_.reconstruct(0, len(X)), loaded.backend_.reconstruct(0, len(X)))
+    codes = loaded.backend_._refine_rows.index.codes
     assert not codes.is_owned and codes.owned_data.size() == 0  # one copy of the rows: the library's
     loaded.remove(np.arange(100))
     assert loaded.n_samples_fit_ == len(X) - 100
-    np.testing.assert_array_equal(loaded.index_.reconstruct(0, 5), kept.index_.reconstruct(100, 105))
+    np.testing.assert_array_equal(loaded.backend_.reconstruct(0, 5), kept.backend_.reconstruct(100, 105))
 
 
 def test_removing_from_a_loaded_ivfpq_index_then_adding_again(clustered):
@@ -270,7 +271,7 @@ def test_removing_from_a_loaded_ivfpq_index_then_adding_again(clustered):
     loaded.remove(np.arange(len(X)))  # before any add: FAISS still owns the rows
     assert loaded.n_samples_fit_ == 0
     loaded.partial_fit(X[:50])
-    np.testing.assert_allclose(loaded.index_.reconstruct(0, 50), X[:50], rtol=2**-10)
+    np.testing.assert_allclose(loaded.backend_.reconstruct(0, 50), X[:50], rtol=2**-10)
     assert loaded.kneighbors(queries[:3], n_neighbors=2)[1].max() < 50
 
 
@@ -288,7 +289,7 @@ def test_a_failed_ivfpq_add_leaves_the_index_as_it_was(clustered, monkeypatch):
     with pytest.raises(MemoryError):
         retriever.partial_fit(X[600:])
     monkeypatch.undo()
-    index = retriever.index_._index
+    index = retriever.backend_._faiss_index
     assert retriever.n_samples_fit_ == index.ntotal == index.refine_index.ntotal == index.base_index.ntotal == 600
     for a, b in zip(before, retriever.kneighbors(queries)):
         np.testing.assert_array_equal(a, b)
@@ -320,7 +321,7 @@ def test_partial_fit_keeps_ivf_recall(clustered):
     recall_whole = _recall(whole.kneighbors(queries, return_distance=False), truth)
     recall_grown = _recall(grown.kneighbors(queries, return_distance=False), truth)
     assert recall_grown >= recall_whole - 0.01
-    assert grown.index_.n_cells == auto_n_cells(400)  # cells trained on the first chunk, kept
+    assert grown.backend_.n_cells == auto_n_cells(400)  # cells trained on the first chunk, kept
 
 
 @pytest.mark.parametrize("algorithm", APPROXIMATE)
@@ -363,7 +364,7 @@ def test_radius_includes_its_boundary_and_leaves_the_query_out():
 def test_radius_search_where_faiss_has_none_says_what_can():
     X = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
     retriever = NearestImageRetriever(algorithm="ivfpq", random_state=0).fit(X)
-    with pytest.raises(ValueError, match=r"no radius search.*'flat'.*refine=None"):
+    with pytest.raises(ValueError, match=r"no radius search.*refine=None.*'flat'"):
         retriever.radius_neighbors(X[:2], radius=1.0)
     unrefined = NearestImageRetriever(algorithm="ivfpq", refine=None, random_state=0).fit(X)
     assert len(unrefined.radius_neighbors(X[:2], radius=1.0)[0]) == 2
@@ -423,14 +424,28 @@ def test_grid_search_tunes_n_probe():
     assert scores[[1, 4, 16].index(best)] == scores.max() and search.best_estimator_[-1].n_probe == best
 
 
-def test_n_jobs_sets_faiss_threads_and_puts_them_back(clustered):
+@pytest.mark.parametrize("n_jobs", (1, -1))
+def test_n_jobs_sets_faiss_threads_for_the_search_and_puts_them_back(clustered, monkeypatch, n_jobs):
+    import os
+
     import faiss
 
     X, _, queries = clustered
-    before = faiss.omp_get_max_threads()
-    retriever = NearestImageRetriever(algorithm="hnsw", n_jobs=1).fit(X)
-    retriever.kneighbors(queries)
-    assert faiss.omp_get_max_threads() == before
+    faiss.omp_set_num_threads(3)  # neither 1 nor this machine's cores: a search that ignored n_jobs shows it
+    seen, search = [], faiss.IndexHNSWFlat.search
+
+    def recording_search(self, *args, **kwargs):
+        seen.append(faiss.omp_get_max_threads())
+        return search(self, *args, **kwargs)
+
+    monkeypatch.setattr(faiss.IndexHNSWFlat, "search", recording_search)
+    try:
+        retriever = NearestImageRetriever(algorithm="hnsw", n_jobs=n_jobs).fit(X)
+        retriever.kneighbors(queries)
+        assert seen and set(seen) == {1 if n_jobs == 1 else os.cpu_count()}
+        assert faiss.omp_get_max_threads() == 3
+    finally:
+        faiss.omp_set_num_threads(os.cpu_count())
 
 
 def test_auto_parameters():
@@ -472,13 +487,13 @@ def test_remove_checks_its_indices(clustered):
 def test_a_stored_index_of_another_kind_or_size_is_refused(clustered):
     X, _, _ = clustered
     flat = NearestImageRetriever(algorithm="flat").fit(X)
-    posing = pickle.loads(pickle.dumps(NearestImageRetriever(algorithm="hnsw").fit(X).index_))
-    posing.__class__ = FlatIndex  # an HNSW graph posing as a flat index
+    posing = pickle.loads(pickle.dumps(NearestImageRetriever(algorithm="hnsw").fit(X).backend_))
+    posing.__class__ = FaissFlatBackend  # an HNSW graph posing as a flat index
     with pytest.raises(ValueError, match="IndexHNSWFlat, not the IndexFlat"):
         pickle.loads(pickle.dumps(posing))
     narrower = NearestImageRetriever(algorithm="flat").fit(X[:, :8])
     state = dict(flat.__getstate__())
-    state["index_"] = narrower.index_
+    state["backend_"] = narrower.backend_
     with pytest.raises(ValueError, match="8 dimensions but the retriever was fitted on 16 features"):
         NearestImageRetriever().__setstate__(state)
 

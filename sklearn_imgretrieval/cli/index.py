@@ -104,13 +104,14 @@ def _warn_about_cost(n_images, image_shape, embedder, chunk_size):
 def _new_pipeline(settings, n_images, fit_sample, chunk_size):
     from .. import NearestImageRetriever, RetrievalPipeline
     from .._sklearn_compat import validate_params
+    from ..neighbors import resolve_algorithm
 
     retriever = NearestImageRetriever(
         n_neighbors=min(5, n_images), metric=settings["metric"], algorithm=settings["algorithm"]
     )
     try:  # a misspelt --metric, or one the algorithm cannot serve, is reported before any work
         validate_params(retriever)
-        retriever._resolve_algorithm()
+        resolve_algorithm(retriever.algorithm, retriever.metric)
     except ValueError as exc:
         raise UsageError(f"--metric {settings['metric']} with --algorithm {settings['algorithm']}: {exc}") from None
     preprocessor = make_preprocessor(settings)

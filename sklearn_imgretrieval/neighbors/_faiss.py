@@ -1,10 +1,11 @@
-"""FAISS indexes behind the index protocol: exact flat, IVF, HNSW and IVF-PQ
-for float rows, and FAISS's binary indexes for Hamming distances between
-packed bit codes.
+"""FAISS's indexes behind the backend contract: exact flat, IVF, HNSW and
+IVF-PQ for float rows, and FAISS's binary indexes for Hamming distances
+between packed bit codes.
 
-This is the only module that talks to FAISS, and it imports faiss when an
-index is built or loaded, never at import time. Every backend here keeps
-FAISS's own index and pickles as ``faiss.serialize_index`` bytes.
+This is the only module that searches with FAISS (``_faiss_refine`` holds
+IVF-PQ's re-ranking rows for it), and it imports faiss when an index is
+built or loaded, never at import time. Every backend here keeps FAISS's own
+index and pickles as ``faiss.serialize_index`` bytes.
 
 Metrics map onto FAISS's two float metrics: ``euclidean`` and
 ``sqeuclidean`` onto L2 (FAISS computes squared distances; the square root
@@ -12,18 +13,28 @@ is taken on the way out), ``cosine`` onto inner product over rows
 L2-normalised once (a copy: the user's array is never changed) and returned
 as ``1 - similarity``, ``inner_product`` returned as ``-<x, y>`` so that, as
 for every metric, the smallest distance comes first.
+
+Per-search settings and subsets travel as FAISS ``SearchParameters`` (a
+subset as an ``IDSelectorBitmap``), so a search never changes the index.
 """
 
+from __future__ import annotations
+
 import contextlib
+import dataclasses
 import math
+from typing import Literal
 
 import numpy as np
 
 from .._parallel import local_threads
-from ._index import SearchIndex, ragged, sorted_ragged
+from ._backend import SearchBackend, ragged, sorted_ragged
+from ._faiss_refine import refine_rows
 
 FLOAT_METRICS = frozenset({"euclidean", "sqeuclidean", "cosine", "inner_product"})
 BINARY_METRICS = frozenset({"hamming"})
+#: Rows FAISS's k-means wants per centroid (``ClusteringParameters.min_points_per_centroid``).
+MIN_ROWS_PER_CENTROID = 39
 _CHUNK = 65536  # rows gathered at a time when re-scoring or rebuilding
 
 
@@ -60,7 +71,7 @@ def faiss_threads(faiss, n_jobs):
 def auto_n_cells(n_rows):
     """IVF cells for a gallery of ``n_rows``: about 4 * sqrt(n), each with at least
     the 39 training rows FAISS's k-means asks for (1,265 cells for 100k rows)."""
-    return max(1, min(round(4 * math.sqrt(n_rows)), n_rows // 39))
+    return max(1, min(round(4 * math.sqrt(n_rows)), n_rows // MIN_ROWS_PER_CENTROID))
 
 
 def auto_pq_m(n_dims):
@@ -71,23 +82,103 @@ def auto_pq_m(n_dims):
 def auto_pq_bits(n_rows):
     """Bits per sub-quantizer code: 8 (256 centroids) once the gallery has the
     39 * 256 rows that k-means needs for them, fewer below."""
-    return int(min(8, max(1, math.floor(math.log2(max(n_rows, 2) / 39)))))
+    return int(min(8, max(1, math.floor(math.log2(max(n_rows, 2) / MIN_ROWS_PER_CENTROID)))))
 
 
-class FaissIndex(SearchIndex):
+def _seed(random_state):
+    """FAISS's k-means seed: ``random_state``, or fresh entropy (never NumPy's global generator)."""
+    if random_state is None:
+        return int(np.random.default_rng().integers(2**31 - 1))
+    return int(random_state)
+
+
+def _selector(faiss, subset, n_rows):
+    """A FAISS selector of the rows ``subset`` (None: every row); one bit per row.
+
+    The selector keeps the bitmap it reads; the caller keeps the selector
+    until the search returns.
+    """
+    if subset is None:
+        return None
+    member = np.zeros(n_rows, dtype=bool)
+    member[subset] = True
+    bits = np.packbits(member, bitorder="little")
+    selector = faiss.IDSelectorBitmap(n_rows, faiss.swig_ptr(bits))
+    selector.referenced_objects = [bits]  # FAISS's own way of keeping a buffer alive
+    return selector
+
+
+# -------------------------------------------------------------- parameters
+@dataclasses.dataclass(frozen=True)
+class FlatParams:
+    """:class:`FaissFlatBackend` has no build settings."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IVFParams:
+    """Build settings of :class:`FaissIVFBackend` (see ``NearestImageRetriever``'s parameters).
+
+    ``random_state`` is an int seed of FAISS's k-means, or None.
+    """
+
+    n_cells: int | Literal["auto"] = "auto"
+    random_state: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class HNSWParams:
+    """Build settings of :class:`FaissHNSWBackend`; an int ``random_state`` builds on one thread."""
+
+    hnsw_m: int = 32
+    ef_construction: int = 40
+    random_state: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class IVFPQParams:
+    """Build settings of :class:`FaissIVFPQBackend`."""
+
+    n_cells: int | Literal["auto"] = "auto"
+    pq_m: int | Literal["auto"] = "auto"
+    pq_bits: int | Literal["auto"] = "auto"
+    refine: Literal["flat", "fp16", "sq8"] | None = "fp16"
+    random_state: int | None = None
+
+
+def _params_from_state(params_type, stored):
+    """The ``Params`` of a stored state, also from files of earlier versions (a dict with a seed)."""
+    if isinstance(stored, dict) and "seed" in stored:  # before version 0.1: "seed" and "deterministic"
+        stored = {**stored, "random_state": stored["seed"] if stored.get("deterministic", True) else None}
+    names = {field.name for field in dataclasses.fields(params_type)}
+    return params_type(**{name: value for name, value in dict(stored).items() if name in names})
+
+
+# ------------------------------------------------------------------ shared
+class FaissBackend(SearchBackend):
     """What every FAISS backend shares: the metric's conversions, threads,
-    filling of incomplete answers, reconstruction, removal and pickling.
+    subsets, filling of incomplete answers, reconstruction, removal and pickling.
 
-    Subclasses create the empty FAISS index (``_new_index``), give the
-    per-search parameters (``_search_parameters``) and those that make a
-    search exhaustive (``_exhaustive_parameters``).
+    Subclasses create the empty FAISS index (``_new_index``) and give the
+    per-search parameters (``_search_parameters``), with ``exhaustive=True``
+    those that make a search visit every row.
     """
 
     metrics = FLOAT_METRICS | BINARY_METRICS
+    #: Whether FAISS's binary index of this kind takes a subset selector.
+    binary_selects = True
 
     def __init__(self, metric, params, n_jobs):
         super().__init__(metric, params, n_jobs)
-        self._index = None
+        self._faiss_index = None
+
+    # ---------------------------------------------------- what it is
+    @classmethod
+    def serves(cls, algorithm, metric):
+        return not callable(metric) and metric in cls.metrics
+
+    @classmethod
+    def input_dtype(cls, metric):
+        return None if metric in BINARY_METRICS else np.float32  # packed codes; what FAISS computes in
 
     # ------------------------------------------------------------ metric
     @property
@@ -139,30 +230,30 @@ class FaissIndex(SearchIndex):
     # ------------------------------------------------------------- build
     @property
     def n_samples(self):
-        return int(self._index.ntotal)
+        return int(self._faiss_index.ntotal)
 
     @property
     def n_dims(self):
-        return int(self._index.d)
+        return int(self._faiss_index.d)
+
+    @property
+    def _row_bytes(self):
+        """Bytes of one stored row: ``d`` float32 values or ``d`` bits."""
+        return self.n_dims // 8 if self._binary else 4 * self.n_dims
 
     def _new_index(self, faiss, n_dims, n_rows):
         raise NotImplementedError
 
-    def _search_parameters(self, faiss, options):
-        return None
-
-    def _exhaustive_parameters(self, faiss, options):
-        return None
-
-    def _seed(self):
-        return self.params["seed"]
+    def _faiss_types(self, faiss):
+        """The FAISS index classes this backend builds (binary, float)."""
+        raise NotImplementedError
 
     def build(self, X):
         faiss = import_faiss()
         rows = self._prepare(X)
         n_dims = rows.shape[1] * 8 if self._binary else rows.shape[1]
         index = self._new_index(faiss, n_dims, len(rows))
-        with faiss_threads(faiss, self.n_jobs):
+        with faiss_threads(faiss, self._build_threads()):
             if not index.is_trained:
                 index.train(rows)
             self._use(index)
@@ -171,56 +262,101 @@ class FaissIndex(SearchIndex):
 
     def add(self, X):
         faiss = import_faiss()
-        with faiss_threads(faiss, self.n_jobs):
+        with faiss_threads(faiss, self._build_threads()):
             self._append(self._prepare(X))
         self._after_add()
 
+    def _build_threads(self):
+        return self.n_jobs
+
     def _use(self, index):
         """Make ``index`` the one searched and grown, once it is built or loaded."""
-        self._index = index
+        self._faiss_index = index
 
     def _append(self, rows):
         """Add prepared rows to the index; the one place rows enter FAISS."""
-        self._index.add(rows)
+        self._faiss_index.add(rows)
 
     def _after_add(self):
         """Hook: keep what reconstruction needs up to date."""
 
     # ------------------------------------------------------------ search
+    def _search_parameters(self, faiss, settings, selector, *, exhaustive=False):
+        """FAISS's parameters of one search: its settings and the subset's selector."""
+        return faiss.SearchParameters(sel=selector) if selector is not None else None
+
     def _raw_search(self, faiss, rows, k, parameters, n_jobs):
         with faiss_threads(faiss, n_jobs):
-            return self._index.search(rows, k, params=parameters)
+            return self._faiss_index.search(rows, k, params=parameters)
 
-    def search(self, X, k, options):
+    def search(self, X, k, settings, subset=None):
         faiss = import_faiss()
         rows = self._prepare(X)
-        n_jobs = options["n_jobs"]
-        raw, indices = self._raw_search(faiss, rows, k, self._search_parameters(faiss, options), n_jobs)
+        if subset is not None and self._binary and not self.binary_selects:
+            raw, indices = self._search_subset_exhaustively(faiss, rows, k, settings, subset)
+            return self._to_distances(raw), indices
+        selector = _selector(faiss, subset, self.n_samples)
+        parameters = self._search_parameters(faiss, settings, selector)
+        raw, indices = self._raw_search(faiss, rows, k, parameters, settings.n_jobs)
         missing = (indices < 0).any(axis=1)
         if missing.any():
-            # Too few rows in the probed cells: search those queries exhaustively.
-            raw[missing], indices[missing] = self._raw_search(
-                faiss, rows[missing], k, self._exhaustive_parameters(faiss, options), n_jobs
-            )
+            # Too few rows in the probed cells, or on the graph's paths through the
+            # subset: search those queries exhaustively.
+            raw[missing], indices[missing] = self._search_missing(faiss, rows[missing], k, settings, subset, selector)
         return self._to_distances(raw), indices.astype(np.int64, copy=False)
 
-    def range_search(self, X, radius, options):
+    def _search_missing(self, faiss, rows, k, settings, subset, selector):
+        """Raw scores and rows of queries whose search came back short, from an exhaustive search."""
+        parameters = self._search_parameters(faiss, settings, selector, exhaustive=True)
+        return self._raw_search(faiss, rows, k, parameters, settings.n_jobs)
+
+    def _search_subset_exhaustively(self, faiss, rows, k, settings, subset):
+        """Raw scores and rows of the ``k`` nearest rows of ``subset``, from a flat index of its stored rows."""
+        flat = self._subset_flat_index(faiss, subset)
+        with faiss_threads(faiss, settings.n_jobs):
+            raw, found = flat.search(rows, k)
+        return raw, np.where(found >= 0, subset[np.maximum(found, 0)], -1).astype(np.int64)
+
+    def _rows_of(self, subset):
+        """The stored rows ``subset`` (sorted), gathered a contiguous run at a time."""
+        return np.concatenate([self.reconstruct(*span) for span in _spans(subset)] or [self.reconstruct(0, 0)])
+
+    def range_search(self, X, radius, settings, subset=None):
         faiss = import_faiss()
         rows = self._prepare(X)
-        with faiss_threads(faiss, options["n_jobs"]):
-            limits, raw, indices = self._raw_range_search(faiss, rows, self._to_threshold(radius), options)
+        threshold = self._to_threshold(radius)
+        if subset is not None and self._binary and not self.binary_selects:
+            with faiss_threads(faiss, settings.n_jobs):
+                limits, raw, indices = self._subset_flat_index(faiss, subset).range_search(rows, threshold)
+            indices = subset[indices]
+        else:
+            selector = _selector(faiss, subset, self.n_samples)  # kept until the search returns
+            searched, parameters = self._range_searched_index(faiss, settings, selector)
+            with faiss_threads(faiss, settings.n_jobs):
+                limits, raw, indices = searched.range_search(rows, threshold, params=parameters)
         distances = self._to_distances(raw)
         spans = list(zip(limits[:-1], limits[1:]))
         out_d = ragged((distances[a:b] for a, b in spans), len(rows), np.float64)
         out_i = ragged((indices[a:b] for a, b in spans), len(rows), np.int64)
         return sorted_ragged(out_d, out_i)
 
-    def _raw_range_search(self, faiss, rows, threshold, options):
-        return self._index.range_search(rows, threshold, params=self._search_parameters(faiss, options))
+    def _range_searched_index(self, faiss, settings, selector):
+        """The index a range search runs on and its parameters (FAISS's binary IVF takes none)."""
+        return self._faiss_index, self._search_parameters(faiss, settings, selector)
+
+    def _subset_flat_index(self, faiss, subset):
+        """A flat index of the stored rows of ``subset`` (its row ``i`` is ``subset[i]``)."""
+        flat = (
+            faiss.IndexBinaryFlat(self.n_dims)
+            if self._binary
+            else faiss.IndexFlat(self.n_dims, self._faiss_metric(faiss))
+        )
+        flat.add(self._rows_of(subset))
+        return flat
 
     # ----------------------------------------------------- reconstruction
     def reconstruct(self, start, stop):
-        return self._index.reconstruct_n(start, stop - start)
+        return self._faiss_index.reconstruct_n(start, stop - start)
 
     def remove(self, indices):
         """Forget rows by rebuilding the structure from the rows kept.
@@ -230,10 +366,9 @@ class FaissIndex(SearchIndex):
         indexes override this with FAISS's own removal.
         """
         faiss = import_faiss()
-        keep = self._kept_rows(indices)
-        kept = np.concatenate([self.reconstruct(*span) for span in _spans(keep)] or [self.reconstruct(0, 0)])
-        self._index.reset()
-        with faiss_threads(faiss, self.n_jobs):
+        kept = self._rows_of(self._kept_rows(indices))
+        self._faiss_index.reset()
+        with faiss_threads(faiss, self._build_threads()):
             self._append(kept)
         self._after_add()
 
@@ -247,15 +382,16 @@ class FaissIndex(SearchIndex):
     def __getstate__(self):
         faiss = import_faiss()
         serialize = faiss.serialize_index_binary if self._binary else faiss.serialize_index
-        return {"metric": self.metric, "params": self.params, "n_jobs": self.n_jobs, "index": serialize(self._index)}
-
-    def _faiss_types(self, faiss):
-        """The FAISS index classes this backend builds (binary, float)."""
-        raise NotImplementedError
+        return {
+            "metric": self.metric,
+            "params": dataclasses.asdict(self.params),
+            "n_jobs": self.n_jobs,
+            "index": serialize(self._faiss_index),
+        }
 
     def __setstate__(self, state):
         faiss = import_faiss()
-        self.__init__(state["metric"], state["params"], state["n_jobs"])
+        self.__init__(state["metric"], _params_from_state(self.Params, state["params"]), state["n_jobs"])
         deserialize = faiss.deserialize_index_binary if self._binary else faiss.deserialize_index
         try:
             index = deserialize(np.asarray(state["index"], dtype=np.uint8))
@@ -286,7 +422,8 @@ def _spans(indices):
     return spans
 
 
-class FlatIndex(FaissIndex):
+# ------------------------------------------------------------------- flat
+class FaissFlatBackend(FaissBackend):
     """Exact search: every query against every row.
 
     FAISS computes float L2 scores as ``|x|^2 + |y|^2 - 2<x, y>`` in float32
@@ -294,6 +431,13 @@ class FlatIndex(FaissIndex):
     answers (or a range search's candidates) are re-scored in float64 from
     the stored rows and re-sorted: distances then match scikit-learn's.
     """
+
+    algorithms = ("flat",)
+    Params = FlatParams
+
+    @property
+    def nbytes(self):
+        return self.n_samples * self._row_bytes
 
     def _new_index(self, faiss, n_dims, n_rows):
         if self._binary:
@@ -305,7 +449,8 @@ class FlatIndex(FaissIndex):
 
     def _stored_rows(self, faiss):
         """The stored float32 rows as a NumPy view (no copy)."""
-        return faiss.rev_swig_ptr(self._index.get_xb(), self.n_samples * self.n_dims).reshape(-1, self.n_dims)
+        pointer = self._faiss_index.get_xb()
+        return faiss.rev_swig_ptr(pointer, self.n_samples * self.n_dims).reshape(-1, self.n_dims)
 
     def _exact_scores(self, faiss, rows, indices):
         """float64 FAISS-unit scores of each query against its candidate rows."""
@@ -321,31 +466,34 @@ class FlatIndex(FaissIndex):
                 scores[start : start + step] = ((candidates - queries[:, None, :]) ** 2).sum(axis=2)
         return scores
 
-    def search(self, X, k, options):
+    def search(self, X, k, settings, subset=None):
         if self._binary:
-            return super().search(X, k, options)  # integer distances are exact already
+            return super().search(X, k, settings, subset)  # integer distances are exact already
         faiss = import_faiss()
         rows = self._prepare(X)
-        _, indices = self._raw_search(faiss, rows, k, None, options["n_jobs"])
+        selector = _selector(faiss, subset, self.n_samples)  # kept until the search returns
+        parameters = self._search_parameters(faiss, settings, selector)
+        _, indices = self._raw_search(faiss, rows, k, parameters, settings.n_jobs)
         scores = self._exact_scores(faiss, rows, indices)
-        if self.metric in ("cosine", "inner_product"):
-            scores = -scores  # sort similarities descending
-        order = np.argsort(scores, axis=1, kind="stable")
+        similarity = self.metric in ("cosine", "inner_product")
+        order = np.argsort(-scores if similarity else scores, axis=1, kind="stable")
         indices = np.take_along_axis(indices, order, axis=1)
         scores = np.take_along_axis(scores, order, axis=1)
-        if self.metric in ("cosine", "inner_product"):
-            scores = -scores
         return self._to_distances(scores), indices
 
-    def range_search(self, X, radius, options):
+    def range_search(self, X, radius, settings, subset=None):
         if self._binary:
-            return super().range_search(X, radius, options)
+            return super().range_search(X, radius, settings, subset)
         faiss = import_faiss()
         rows = self._prepare(X)
         # Candidates from a slightly wider radius, then the exact test.
         slack = 1e-4 * (1 + abs(radius))
-        with faiss_threads(faiss, options["n_jobs"]):
-            limits, _, candidates = self._raw_range_search(faiss, rows, self._to_threshold(radius + slack), options)
+        selector = _selector(faiss, subset, self.n_samples)  # kept until the search returns
+        parameters = self._search_parameters(faiss, settings, selector)
+        with faiss_threads(faiss, settings.n_jobs):
+            limits, _, candidates = self._faiss_index.range_search(
+                rows, self._to_threshold(radius + slack), params=parameters
+            )
         parts_d, parts_i = [], []
         for row, (a, b) in enumerate(zip(limits[:-1], limits[1:])):
             found = candidates[a:b]
@@ -358,11 +506,12 @@ class FlatIndex(FaissIndex):
 
     def remove(self, indices):
         faiss = import_faiss()
-        # Flat indexes renumber the rows after a removal, as the protocol asks.
-        self._index.remove_ids(faiss.IDSelectorBatch(np.asarray(indices, dtype=np.int64)))
+        # Flat indexes renumber the rows after a removal, as the contract asks.
+        self._faiss_index.remove_ids(faiss.IDSelectorBatch(np.asarray(indices, dtype=np.int64)))
 
 
-class IVFIndex(FaissIndex):
+# -------------------------------------------------------------------- IVF
+class FaissIVFBackend(FaissBackend):
     """Inverted file: k-means cells, each query scans the ``n_probe`` nearest cells.
 
     Retrieval through the clustering: the gallery is partitioned once by
@@ -370,12 +519,49 @@ class IVFIndex(FaissIndex):
     cells whose centroids are nearest.
     """
 
-    def _cells(self, n_rows):
-        n_cells = self.params["n_cells"]
-        return auto_n_cells(n_rows) if n_cells == "auto" else n_cells
+    algorithms = ("ivf",)
+    Params = IVFParams
+    exact = False
+    binary_selects = False  # FAISS's binary IVF refuses selectors
 
-    def _n_probe(self, options):
-        return min(options["n_probe"], self.n_cells)
+    @classmethod
+    def resolve_params(cls, params, n_samples):
+        if params.n_cells == "auto":
+            return dataclasses.replace(params, n_cells=auto_n_cells(n_samples))
+        return params
+
+    @classmethod
+    def rows_to_train(cls, params, n_samples):
+        n_cells = cls.resolve_params(params, n_samples).n_cells
+        return min(n_samples, n_cells * MIN_ROWS_PER_CENTROID)
+
+    @classmethod
+    def check_params(cls, params, n_rows, n_features):
+        if params.n_cells != "auto" and params.n_cells > n_rows:
+            raise ValueError(
+                f"n_cells={params.n_cells} k-means cells cannot be trained on {n_rows} rows: "
+                f"use n_cells <= {n_rows} (FAISS wants {MIN_ROWS_PER_CENTROID} rows per cell), or n_cells='auto'."
+            )
+
+    @property
+    def n_cells(self):
+        return int(self._ivf().nlist)
+
+    def _ivf(self):
+        """The IVF index itself (IVF-PQ wraps it for re-ranking)."""
+        return self._faiss_index
+
+    @property
+    def nbytes(self):
+        ivf = self._ivf()
+        n = self.n_samples
+        codes = n * (ivf.code_size + 8)  # each row's code and its id in its cell's list
+        position_map = 8 * n if ivf.direct_map.type != ivf.direct_map.NoMap else 0
+        centroids = self.n_cells * self._row_bytes
+        return codes + position_map + centroids
+
+    def _cells(self, n_rows):
+        return self.resolve_params(self.params, n_rows).n_cells
 
     def _new_index(self, faiss, n_dims, n_rows):
         n_cells = self._cells(n_rows)
@@ -388,8 +574,8 @@ class IVFIndex(FaissIndex):
         return index
 
     def _configure_clustering(self, cp):
-        cp.seed = self._seed()
-        if self.params["n_cells"] == "auto":
+        cp.seed = _seed(self.params.random_state)
+        if self.params.n_cells == "auto":
             # The cell count was chosen for the data: a gallery under 39 rows gets
             # one cell, on purpose, and FAISS need not warn about it.
             cp.min_points_per_centroid = 1
@@ -399,200 +585,153 @@ class IVFIndex(FaissIndex):
 
     def _after_add(self):
         # Rows are reconstructed by position (leave-one-out queries, removal).
-        self._index.make_direct_map()
+        self._faiss_index.make_direct_map()
 
-    def _search_parameters(self, faiss, options):
-        return faiss.SearchParametersIVF(nprobe=self._n_probe(options))
-
-    def _exhaustive_parameters(self, faiss, options):
-        return faiss.SearchParametersIVF(nprobe=self.n_cells)
-
-    def _raw_search(self, faiss, rows, k, parameters, n_jobs):
+    def _range_searched_index(self, faiss, settings, selector):
         if not self._binary:
-            return super()._raw_search(faiss, rows, k, parameters, n_jobs)
-        # FAISS's binary IVF takes no per-search parameters: set n_probe on the index.
-        self._index.nprobe = parameters.nprobe
-        with faiss_threads(faiss, n_jobs):
-            return self._index.search(rows, k)
+            return super()._range_searched_index(faiss, settings, selector)
+        # FAISS's binary IVF range search reads n_probe from the index only: search a
+        # view that shares its cells and rows and carries this search's n_probe.
+        ivf = self._faiss_index
+        view = faiss.IndexBinaryIVF(ivf.quantizer, ivf.d, ivf.nlist)
+        view.replace_invlists(ivf.invlists, False)
+        view.ntotal, view.is_trained = ivf.ntotal, True
+        view.nprobe = min(settings.n_probe, self.n_cells)
+        view.referenced_objects = [ivf]  # the view reads the index's cells and quantizer
+        return view, None
 
-    def _raw_range_search(self, faiss, rows, threshold, options):
-        if not self._binary:
-            return super()._raw_range_search(faiss, rows, threshold, options)
-        self._index.nprobe = self._n_probe(options)
-        return self._index.range_search(rows, threshold)
-
-    @property
-    def n_cells(self):
-        return int(self._index.nlist)
+    def _search_parameters(self, faiss, settings, selector, *, exhaustive=False):
+        n_probe = self.n_cells if exhaustive else min(settings.n_probe, self.n_cells)
+        if selector is None:
+            return faiss.SearchParametersIVF(nprobe=n_probe)
+        return faiss.SearchParametersIVF(nprobe=n_probe, sel=selector)
 
 
-class HNSWIndex(FaissIndex):
+# ------------------------------------------------------------------- HNSW
+class FaissHNSWBackend(FaissBackend):
     """Hierarchical navigable small-world graph; ``ef_search`` trades speed for recall.
 
     FAISS inserts rows in parallel, which makes the graph depend on thread
     timing; with an int ``random_state`` the graph is built on one thread so
-    that it is reproducible.
+    that it is reproducible. A subset is searched along the graph's paths
+    through it; queries it leaves short are answered from the subset's rows.
     """
 
+    algorithms = ("hnsw",)
+    Params = HNSWParams
+    exact = False
+
+    @classmethod
+    def range_search_unsupported(cls, metric, params):
+        return "FAISS's binary HNSW index has none" if metric in BINARY_METRICS else None
+
     @property
-    def supports_range_search(self):
-        return not self._binary  # FAISS's binary HNSW has no range search
+    def nbytes(self):
+        hnsw = self._faiss_index.hnsw
+        links = 4 * hnsw.neighbors.size() + 8 * hnsw.offsets.size() + 4 * hnsw.levels.size()
+        return self.n_samples * self._row_bytes + links
 
     def _new_index(self, faiss, n_dims, n_rows):
         if self._binary:
-            index = faiss.IndexBinaryHNSW(n_dims, self.params["hnsw_m"])
+            index = faiss.IndexBinaryHNSW(n_dims, self.params.hnsw_m)
         else:
-            index = faiss.IndexHNSWFlat(n_dims, self.params["hnsw_m"], self._faiss_metric(faiss))
-        index.hnsw.efConstruction = self.params["ef_construction"]
+            index = faiss.IndexHNSWFlat(n_dims, self.params.hnsw_m, self._faiss_metric(faiss))
+        index.hnsw.efConstruction = self.params.ef_construction
         return index
 
     def _faiss_types(self, faiss):
         return faiss.IndexBinaryHNSW, faiss.IndexHNSWFlat
 
     def _build_threads(self):
-        return 1 if self.params["deterministic"] else self.n_jobs
+        return 1 if self.params.random_state is not None else self.n_jobs
 
-    def build(self, X):
-        n_jobs, self.n_jobs = self.n_jobs, self._build_threads()
-        try:
-            super().build(X)
-        finally:
-            self.n_jobs = n_jobs
+    def _search_parameters(self, faiss, settings, selector, *, exhaustive=False):
+        ef_search = max(self.n_samples, settings.ef_search) if exhaustive else settings.ef_search
+        if selector is None:
+            return faiss.SearchParametersHNSW(efSearch=ef_search)
+        return faiss.SearchParametersHNSW(efSearch=ef_search, sel=selector)
 
-    def add(self, X):
-        n_jobs, self.n_jobs = self.n_jobs, self._build_threads()
-        try:
-            super().add(X)
-        finally:
-            self.n_jobs = n_jobs
-
-    def _search_parameters(self, faiss, options):
-        return faiss.SearchParametersHNSW(efSearch=options["ef_search"])
-
-    def _exhaustive_parameters(self, faiss, options):
-        return faiss.SearchParametersHNSW(efSearch=max(self.n_samples, options["ef_search"]))
-
-    def _raw_search(self, faiss, rows, k, parameters, n_jobs):
-        if not self._binary:
-            return super()._raw_search(faiss, rows, k, parameters, n_jobs)
-        # FAISS's binary HNSW takes no per-search parameters: set ef_search on the graph.
-        self._index.hnsw.efSearch = parameters.efSearch
-        with faiss_threads(faiss, n_jobs):
-            return self._index.search(rows, k)
+    def _search_missing(self, faiss, rows, k, settings, subset, selector):
+        if subset is None:
+            return super()._search_missing(faiss, rows, k, settings, subset, selector)
+        # The graph's paths may not reach every row of a small subset at any ef_search.
+        return self._search_subset_exhaustively(faiss, rows, k, settings, subset)
 
 
-class RefineRows:
-    """The rows an ``IndexRefine`` re-ranks from, in a NumPy buffer FAISS reads in place.
-
-    FAISS keeps a flat index's rows in one ``std::vector``, and growing it
-    copies every row already held: adding the ninth million rows of a 10M
-    gallery briefly holds the first eight twice (2 GB of fp16 rows). A
-    NumPy buffer grows with ``realloc``, which on Linux (glibc) remaps the
-    pages of a buffer this large instead of copying them, so the rows are
-    held once; elsewhere it may copy, as FAISS would. After every change
-    FAISS's codes vector is pointed at the buffer as a view
-    (``MaybeOwnedVector``, FAISS 1.11 and later).
-
-    FAISS must never add to or reset ``index`` itself: resizing a view
-    fails an assertion that ends the process. Nor may the index be copied
-    with ``faiss.clone_index``, whose copy would view this buffer too; copy
-    it through ``faiss.serialize_index``. Every change goes through this
-    class.
-
-    Parameters
-    ----------
-    faiss : module
-    index : faiss.IndexFlatCodes
-        The refine index (``IndexFlat`` or ``IndexScalarQuantizer``),
-        trained. Rows it already holds (an index just loaded) are copied
-        into the buffer, and FAISS's copy is freed.
-    """
-
-    def __init__(self, faiss, index):
-        self._faiss = faiss
-        self.index = index
-        codes = index.codes
-        held = faiss.rev_swig_ptr(codes.data(), codes.size()) if codes.size() else np.empty(0, np.uint8)
-        self._codes = held.reshape(-1, index.code_size).copy()  # a copy owns its memory: it can grow
-        codes.owned_data.swap(faiss.UInt8Vector())  # swapping, unlike clear(), frees the memory
-        self._point_faiss_at_buffer()
-
-    def __len__(self):
-        return len(self._codes)
-
-    def append(self, rows):
-        start = len(self._codes)
-        try:
-            self._resize(start + len(rows))
-            self.index.sa_encode(rows, self._codes[start:])
-        except BaseException:
-            self.truncate(start)  # the rows before stay as they were
-            raise
-        self._point_faiss_at_buffer()
-
-    def keep(self, rows):
-        """Keep only ``rows`` (strictly increasing), moved down in place, a chunk at a time."""
-        for start in range(0, len(rows), _CHUNK):
-            part = rows[start : start + _CHUNK]
-            # A row only ever moves down, onto rows already moved or dropped.
-            self._codes[start : start + len(part)] = self._codes[part]
-        self.truncate(len(rows))
-
-    def truncate(self, n_rows):
-        """Keep the first ``n_rows`` rows."""
-        self._resize(n_rows)
-        self._point_faiss_at_buffer()
-
-    def _resize(self, n_rows):
-        # Nothing else refers to the buffer: FAISS is pointed at its new place
-        # before it reads again.
-        self._codes.resize((n_rows, self.index.code_size), refcheck=False)
-
-    def _point_faiss_at_buffer(self):
-        codes, pointer = self.index.codes, self._faiss.swig_ptr(self._codes)
-        codes.is_owned = False
-        codes.view_data = codes.c_ptr = pointer
-        codes.view_size = codes.c_size = self._codes.size
-        self.index.ntotal = len(self._codes)
-
-
-class IVFPQIndex(IVFIndex):
+# ----------------------------------------------------------------- IVF-PQ
+class FaissIVFPQBackend(FaissIVFBackend):
     """IVF with product-quantized codes, re-ranked from stored rows.
 
     Each row is kept as ``pq_m`` codes of ``pq_bits`` bits (32 bytes for
     128 float dimensions instead of 512); a query's ``k_factor * k`` best
     candidates by code distance are re-scored from the rows kept by
     ``refine``: "flat" (exact, 4 bytes per value), "fp16" (2), "sq8" (1), or
-    not at all (``None``, distances from the codes). Those rows sit in a
-    :class:`RefineRows` buffer, so rows are added here, never by FAISS.
+    not at all (``None``, distances from the codes). Those rows are held by
+    ``_faiss_refine``, so rows are added here, never by FAISS's IndexRefine.
     """
 
+    algorithms = ("ivfpq",)
+    Params = IVFPQParams
     metrics = FLOAT_METRICS
 
     def __init__(self, metric, params, n_jobs):
         super().__init__(metric, params, n_jobs)
-        self._rows = None  # the RefineRows of self._index, made when rows are first added
+        self._refine_rows = None  # the holder of the re-ranking rows, made when rows are first added
 
-    @property
-    def supports_range_search(self):
-        return self.params["refine"] is None  # FAISS's re-ranking index has none
+    @classmethod
+    def range_search_unsupported(cls, metric, params):
+        if params.refine is None:
+            return None
+        return "FAISS's re-ranking index (refine) has none; refine=None searches a radius on the codes alone"
 
-    def _new_index(self, faiss, n_dims, n_rows):
-        metric = self._faiss_metric(faiss)
-        pq_m = auto_pq_m(n_dims) if self.params["pq_m"] == "auto" else self.params["pq_m"]
-        pq_bits = auto_pq_bits(n_rows) if self.params["pq_bits"] == "auto" else self.params["pq_bits"]
+    @classmethod
+    def resolve_params(cls, params, n_samples):
+        params = super().resolve_params(params, n_samples)
+        if params.pq_bits == "auto":
+            params = dataclasses.replace(params, pq_bits=auto_pq_bits(n_samples))
+        return params
+
+    @classmethod
+    def rows_to_train(cls, params, n_samples):
+        resolved = cls.resolve_params(params, n_samples)
+        return min(n_samples, MIN_ROWS_PER_CENTROID * max(resolved.n_cells, 2**resolved.pq_bits))
+
+    @classmethod
+    def check_params(cls, params, n_rows, n_features):
+        super().check_params(params, n_rows, n_features)
+        if params.pq_m != "auto" and n_features % params.pq_m:
+            raise ValueError(
+                f"pq_m={params.pq_m} must divide the number of features, {n_features}; "
+                "each sub-quantizer codes an equal slice of the row. Use pq_m='auto'."
+            )
+        pq_bits = auto_pq_bits(n_rows) if params.pq_bits == "auto" else params.pq_bits
         if n_rows < 2**pq_bits:
             raise ValueError(
                 f"algorithm='ivfpq' trains {2**pq_bits} centroids per sub-quantizer (pq_bits={pq_bits}), "
                 f"which needs at least {2**pq_bits} rows; got {n_rows} sample{'s' if n_rows > 1 else ''}. "
                 "Use a larger gallery, a smaller pq_bits, or algorithm='flat' or 'ivf'."
             )
+
+    @property
+    def nbytes(self):
+        faiss = import_faiss()
+        pq = self._ivf().pq
+        codebooks = pq.M * pq.ksub * pq.dsub * 4
+        rows = 0
+        if self.params.refine is not None:
+            rows = self.n_samples * faiss.downcast_index(self._faiss_index.refine_index).code_size
+        return super().nbytes + codebooks + rows
+
+    def _new_index(self, faiss, n_dims, n_rows):
+        metric = self._faiss_metric(faiss)
+        pq_m = auto_pq_m(n_dims) if self.params.pq_m == "auto" else self.params.pq_m
+        pq_bits = auto_pq_bits(n_rows) if self.params.pq_bits == "auto" else self.params.pq_bits
         base = faiss.IndexIVFPQ(faiss.IndexFlat(n_dims, metric), n_dims, self._cells(n_rows), pq_m, pq_bits, metric)
         self._configure_clustering(base.cp)
-        base.pq.cp.seed = self._seed()
-        if self.params["pq_bits"] == "auto":
+        base.pq.cp.seed = _seed(self.params.random_state)
+        if self.params.pq_bits == "auto":
             base.pq.cp.min_points_per_centroid = 1
-        refine = self.params["refine"]
+        refine = self.params.refine
         if refine is None:
             return base
         if refine == "flat":
@@ -603,28 +742,28 @@ class IVFPQIndex(IVFIndex):
         return faiss.IndexRefine(base, rows)  # its Python object keeps both parts alive
 
     def _faiss_types(self, faiss):
-        return type(None), faiss.IndexIVFPQ if self.params["refine"] is None else faiss.IndexRefine
+        return type(None), faiss.IndexIVFPQ if self.params.refine is None else faiss.IndexRefine
 
-    def _base(self):
-        if self.params["refine"] is None:
-            return self._index
-        return import_faiss().downcast_index(self._index.base_index)
+    def _ivf(self):
+        if self.params.refine is None:
+            return self._faiss_index
+        return import_faiss().downcast_index(self._faiss_index.base_index)
 
     def _use(self, index):
         super()._use(index)
-        self._rows = None  # FAISS owns a new index's rows until some are added
+        self._refine_rows = None  # FAISS holds a new index's rows until some are added
 
-    def _refine_rows(self):
-        """The re-ranking rows, taken over from FAISS the first time rows are added."""
-        if self._rows is None:
+    def _stored(self):
+        """The holder of the re-ranking rows, taken over from FAISS the first time rows change."""
+        if self._refine_rows is None:
             faiss = import_faiss()
-            self._rows = RefineRows(faiss, faiss.downcast_index(self._index.refine_index))
-        return self._rows
+            self._refine_rows = refine_rows(faiss, faiss.downcast_index(self._faiss_index.refine_index))
+        return self._refine_rows
 
     def _append(self, rows):
-        if self.params["refine"] is None:
+        if self.params.refine is None:
             return super()._append(rows)
-        stored, base = self._refine_rows(), self._base()
+        stored, base = self._stored(), self._ivf()
         start = len(stored)
         stored.append(rows)  # first: at 10M rows, the step most likely to run out of memory
         try:
@@ -632,7 +771,7 @@ class IVFPQIndex(IVFIndex):
         except BaseException:
             stored.truncate(start)
             raise
-        self._index.ntotal = base.ntotal
+        self._faiss_index.ntotal = base.ntotal
 
     def remove(self, indices):
         """Forget rows: the refine rows kept move down in place, and the
@@ -643,10 +782,10 @@ class IVFPQIndex(IVFIndex):
         keeps the first kept rows whose codes were computed again, possibly
         none, and every part of it agrees on that number.
         """
-        if self.params["refine"] is None:
+        if self.params.refine is None:
             return super().remove(indices)
         faiss = import_faiss()
-        stored, base = self._refine_rows(), self._base()
+        stored, base = self._stored(), self._ivf()
         codes_reset = False
         try:
             stored.keep(self._kept_rows(indices))
@@ -661,31 +800,18 @@ class IVFPQIndex(IVFIndex):
             stored.truncate(base.ntotal)
             raise
         finally:
-            self._index.ntotal = base.ntotal  # no position map to rebuild: see _after_add
+            self._faiss_index.ntotal = base.ntotal  # no position map to rebuild: see _after_add
 
     def _after_add(self):
         # IndexRefine reconstructs from its refine rows; only bare codes need the
         # position map (10M rows: 80 MB, rebuilt on every add).
-        if self.params["refine"] is None:
-            self._base().make_direct_map()
+        if self.params.refine is None:
+            self._ivf().make_direct_map()
 
-    def _refine_parameters(self, faiss, ivf, options):
-        if self.params["refine"] is None:
+    def _search_parameters(self, faiss, settings, selector, *, exhaustive=False):
+        ivf = super()._search_parameters(faiss, settings, selector, exhaustive=exhaustive)
+        if self.params.refine is None:
             return ivf
-        parameters = faiss.IndexRefineSearchParameters(k_factor=options["k_factor"], base_index_params=ivf)
+        parameters = faiss.IndexRefineSearchParameters(k_factor=settings.k_factor, base_index_params=ivf)
         parameters.referenced_objects = [ivf]  # keep the inner parameters alive
         return parameters
-
-    def _search_parameters(self, faiss, options):
-        return self._refine_parameters(faiss, faiss.SearchParametersIVF(nprobe=self._n_probe(options)), options)
-
-    def _exhaustive_parameters(self, faiss, options):
-        return self._refine_parameters(faiss, faiss.SearchParametersIVF(nprobe=self.n_cells), options)
-
-    @property
-    def n_cells(self):
-        return int(self._base().nlist)
-
-
-#: ``algorithm`` value -> FAISS backend.
-FAISS_INDEXES = {"flat": FlatIndex, "ivf": IVFIndex, "hnsw": HNSWIndex, "ivfpq": IVFPQIndex}

@@ -3,45 +3,28 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Callable
-from itertools import chain
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.neighbors import VALID_METRICS
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from .._sklearn_compat import Interval, StrOptions, _fit_context, validate_data
 from ..metrics import majority_vote, precision_at_k
-from ._exact import ScikitLearnIndex
-from ._faiss import BINARY_METRICS, FAISS_INDEXES, FLOAT_METRICS
+from ._backend import SearchSettings, field_names
+from ._registry import BACKENDS, METRICS, resolve_algorithm
 
 if TYPE_CHECKING:
     from .._typing import RandomState
 
 __all__ = ["NearestImageRetriever"]
 
-_SKLEARN_ALGORITHMS = ("auto", "brute", "kd_tree", "ball_tree")
-# "hamming" here means bits of packed codes, which only FAISS's binary indexes serve.
-_SKLEARN_METRICS = {
-    "auto": frozenset(chain.from_iterable(VALID_METRICS.values())) - BINARY_METRICS,
-    "brute": frozenset(VALID_METRICS["brute"]) - BINARY_METRICS,
-    "kd_tree": frozenset(VALID_METRICS["kd_tree"]) - BINARY_METRICS,
-    "ball_tree": frozenset(VALID_METRICS["ball_tree"]) - BINARY_METRICS,
-}
-_ALL_METRICS = _SKLEARN_METRICS["auto"] | FLOAT_METRICS | BINARY_METRICS
 _LEAVE_ONE_OUT_CHUNK = 8192  # gallery rows re-queried at a time by kneighbors(X=None)
-
-
-def _serves(algorithm, metric):
-    """Whether ``algorithm`` can search with ``metric``."""
-    if algorithm in FAISS_INDEXES:
-        return metric in FAISS_INDEXES[algorithm].metrics
-    return callable(metric) or metric in _SKLEARN_METRICS[algorithm] or metric == "precomputed"
 
 
 def _label_kind(labels):
@@ -164,8 +147,9 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
 
     Attributes
     ----------
-    index_ : object
-        The fitted search backend.
+    backend_ : SearchBackend
+        The fitted search structure (a private type of
+        ``sklearn_imgretrieval.neighbors``; its contract is in ``_backend.py``).
     fit_algorithm_ : str
         The algorithm in use; ``"auto"`` resolved.
     gallery_labels_ : ndarray of shape (n_gallery,) or None
@@ -207,8 +191,8 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
     _parameter_constraints = {
         "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
         "radius": [Interval(numbers.Real, 0, None, closed="left")],
-        "metric": [StrOptions(_ALL_METRICS | {"precomputed"}), callable],
-        "algorithm": [StrOptions(set(_SKLEARN_ALGORITHMS) | set(FAISS_INDEXES))],
+        "metric": [StrOptions(set(METRICS)), callable],
+        "algorithm": [StrOptions(set(BACKENDS))],
         "mode": [StrOptions({"distance", "connectivity"})],
         "n_cells": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "n_probe": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -264,78 +248,95 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         self.n_jobs = n_jobs
 
     # ------------------------------------------------------------ backend
-    def _resolve_algorithm(self):
-        """The algorithm to build, or a clear error when it cannot serve the metric."""
-        algorithm = self.algorithm
-        if algorithm == "auto" and not callable(self.metric) and self.metric in FAISS_INDEXES["flat"].metrics:
-            algorithm = "flat"
-        if not _serves(algorithm, self.metric):
-            able = [name for name in (*_SKLEARN_ALGORITHMS, *FAISS_INDEXES) if _serves(name, self.metric)]
-            raise ValueError(
-                f"algorithm={self.algorithm!r} cannot search with metric={self.metric!r}. "
-                f"Algorithms that can: {', '.join(repr(name) for name in able)}."
-            )
-        return algorithm
+    def _backend_type(self, algorithm=None):
+        return BACKENDS[algorithm or self.fit_algorithm_]
 
-    def _check_build_settings(self, algorithm, n_rows, n_features):
-        """Settings that depend on the data, checked before anything is built."""
-        if algorithm not in ("ivf", "ivfpq"):
-            return
-        if self.n_cells != "auto":
-            if self.n_cells > n_rows:
-                raise ValueError(
-                    f"n_cells={self.n_cells} k-means cells cannot be trained on {n_rows} rows: "
-                    f"use n_cells <= {n_rows} (FAISS wants 39 rows per cell), or n_cells='auto'."
-                )
-            if self.n_probe > self.n_cells:
-                raise ValueError(
-                    f"n_probe={self.n_probe} is larger than n_cells={self.n_cells}: a query can "
-                    f"scan at most every cell. Use n_probe <= {self.n_cells}."
-                )
-        if algorithm == "ivfpq" and self.pq_m != "auto" and n_features % self.pq_m:
-            raise ValueError(
-                f"pq_m={self.pq_m} must divide the number of features, {n_features}; "
-                "each sub-quantizer codes an equal slice of the row. Use pq_m='auto'."
-            )
+    def _backend_params(self, algorithm):
+        """The build settings of ``algorithm``'s backend, from this retriever's parameters."""
+        values = self.get_params(deep=False)
+        values["algorithm"] = algorithm  # "auto" resolved
+        if self.random_state is not None:  # an int seed; a RandomState instance gives one draw
+            values["random_state"] = int(check_random_state(self.random_state).randint(2**31 - 1))
+        backend = self._backend_type(algorithm)
+        return backend.Params(**{name: values[name] for name in field_names(backend.Params)})
 
-    def _make_index(self, algorithm):
-        if algorithm not in FAISS_INDEXES:
-            return ScikitLearnIndex(
-                self.metric, {"algorithm": algorithm, "metric_params": self.metric_params}, self.n_jobs
-            )
-        params = {
-            "n_cells": self.n_cells,
-            "hnsw_m": self.hnsw_m,
-            "ef_construction": self.ef_construction,
-            "pq_m": self.pq_m,
-            "pq_bits": self.pq_bits,
-            "refine": self.refine,
-            "seed": int(check_random_state(self.random_state).randint(2**31 - 1)),
-            "deterministic": self.random_state is not None,
+    def _search_settings(self):
+        # Read at every search: these parameters change without refitting.
+        values = self.get_params(deep=False)
+        return SearchSettings(**{name: values[name] for name in field_names(SearchSettings)})
+
+    def params_for_gallery(self, n_samples: int) -> dict[str, Any]:
+        """The build parameters that ``"auto"`` stands for in a gallery of ``n_samples`` rows.
+
+        A gallery streamed through :meth:`partial_fit` is trained on its
+        first rows; set these parameters first, so that the structure suits
+        the whole gallery rather than its first chunk (IVF cells, for example).
+
+        Parameters
+        ----------
+        n_samples : int
+            Rows the gallery will hold.
+
+        Returns
+        -------
+        params : dict
+            Parameters to give :meth:`set_params` (empty when nothing is "auto").
+
+        Examples
+        --------
+        >>> from sklearn_imgretrieval import NearestImageRetriever
+        >>> NearestImageRetriever(algorithm="ivf").params_for_gallery(100_000)
+        {'n_cells': 1265}
+        """
+        algorithm = resolve_algorithm(self.algorithm, self.metric)
+        backend = self._backend_type(algorithm)
+        params = self._backend_params(algorithm)
+        resolved = backend.resolve_params(params, n_samples)
+        return {
+            name: getattr(resolved, name)
+            for name in field_names(backend.Params)
+            if name not in ("algorithm", "random_state") and getattr(resolved, name) != getattr(params, name)
         }
-        return FAISS_INDEXES[algorithm](self.metric, params, self.n_jobs)
 
-    def _search_options(self):
-        # Search-time settings are read at every call: they change without refitting.
-        return {"n_jobs": self.n_jobs, "n_probe": self.n_probe, "ef_search": self.ef_search, "k_factor": self.k_factor}
+    def rows_to_train(self, n_samples: int) -> int:
+        """Rows the first :meth:`partial_fit` must hold to train for a gallery of ``n_samples`` rows.
+
+        1 for structures without training (exact search, HNSW); for IVF,
+        FAISS's 39 rows per k-means cell (and per PQ centroid for IVF-PQ),
+        at most ``n_samples``.
+
+        Parameters
+        ----------
+        n_samples : int
+            Rows the gallery will hold.
+
+        Returns
+        -------
+        n_rows : int
+            Rows to gather before the first ``partial_fit``.
+
+        Examples
+        --------
+        >>> from sklearn_imgretrieval import NearestImageRetriever
+        >>> NearestImageRetriever(algorithm="ivf", n_cells=100).rows_to_train(1_000_000)
+        3900
+        """
+        algorithm = resolve_algorithm(self.algorithm, self.metric)
+        return self._backend_type(algorithm).rows_to_train(self._backend_params(algorithm), n_samples)
 
     # -------------------------------------------------------------- input
     def _validate_rows(self, X, y=None, *, reset):
-        """Validated rows (and labels): uint8 codes for hamming, float rows otherwise."""
-        if self.metric in BINARY_METRICS:
-            dtype = None
-        elif self.algorithm in FAISS_INDEXES or (self.algorithm == "auto" and self.metric in FLOAT_METRICS):
-            dtype = np.float32  # what FAISS computes in
-        else:
-            dtype = [np.float64, np.float32]
+        """Validated rows (and labels), in the dtype the backend takes: uint8 codes for hamming."""
+        algorithm = resolve_algorithm(self.algorithm, self.metric) if reset else self.fit_algorithm_
+        dtype = self._backend_type(algorithm).input_dtype(self.metric)
         if y is None:
             X = validate_data(self, X, reset=reset, dtype=dtype)
         else:
             X, y = validate_data(self, X, y, reset=reset, dtype=dtype)
             y = _check_labels(y, "Labels y")
-        if self.metric in BINARY_METRICS and X.dtype != np.uint8:
+        if dtype is None and X.dtype != np.uint8:
             raise ValueError(
-                f"metric='hamming' compares packed binary codes, uint8 rows of 8 bits per value "
+                f"metric={self.metric!r} compares packed binary codes, uint8 rows of 8 bits per value "
                 f"(np.packbits or ImageHasher give them); got dtype {X.dtype}. Pack the bits "
                 "with np.packbits(bits, axis=1)."
             )
@@ -361,15 +362,17 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         return self._fit(X, y)
 
     def _fit(self, X, y):
-        algorithm = self._resolve_algorithm()
+        algorithm = resolve_algorithm(self.algorithm, self.metric)
         X, y = self._validate_rows(X, y, reset=True)
-        self._check_build_settings(algorithm, *X.shape)
-        index = self._make_index(algorithm)
-        index.build(X)
-        self.index_ = index
+        backend_type = self._backend_type(algorithm)
+        params = self._backend_params(algorithm)
+        backend_type.check_params(params, *X.shape)
+        backend = backend_type(self.metric, params, self.n_jobs)
+        backend.build(X)
+        self.backend_ = backend
         self.fit_algorithm_ = algorithm
         self.gallery_labels_ = y
-        self.n_samples_fit_ = index.n_samples
+        self.n_samples_fit_ = backend.n_samples
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -393,7 +396,7 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         self : NearestImageRetriever
             The retriever, with the rows added.
         """
-        if not hasattr(self, "index_"):
+        if not hasattr(self, "backend_"):
             return self._fit(X, y)
         if self.metric == "precomputed":
             raise ValueError(
@@ -412,10 +415,10 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
                 f"The new labels are {_label_kind(y)} but the gallery's are {_label_kind(self.gallery_labels_)}; "
                 "use one type for every label."
             )
-        self.index_.add(X)
+        self.backend_.add(X)
         if y is not None:
             self.gallery_labels_ = np.concatenate([self.gallery_labels_, y])
-        self.n_samples_fit_ = self.index_.n_samples
+        self.n_samples_fit_ = self.backend_.n_samples
         return self
 
     def remove(self, indices: ArrayLike) -> NearestImageRetriever:
@@ -461,46 +464,124 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         if self.metric == "precomputed":
             raise ValueError("A precomputed distance matrix cannot lose rows; fit on the smaller matrix instead.")
         try:
-            self.index_.remove(indices)
+            self.backend_.remove(indices)
         finally:
             # An interrupted removal can leave only the first of the rows kept
             # (see the backend's remove): the labels follow the rows either way.
-            if self.index_.n_samples != self.n_samples_fit_:
+            if self.backend_.n_samples != self.n_samples_fit_:
                 if self.gallery_labels_ is not None:
-                    self.gallery_labels_ = np.delete(self.gallery_labels_, indices)[: self.index_.n_samples]
-                self.n_samples_fit_ = self.index_.n_samples
+                    self.gallery_labels_ = np.delete(self.gallery_labels_, indices)[: self.backend_.n_samples]
+                self.n_samples_fit_ = self.backend_.n_samples
         return self
 
     # -------------------------------------------------------------- search
-    def _check_n_neighbors(self, n_neighbors, leave_one_out, *, asked=None):
+    def _check_n_neighbors(self, n_neighbors, leave_one_out, *, asked=None, subset=None):
         if n_neighbors is None:
             n_neighbors = self.n_neighbors
-        if not isinstance(n_neighbors, numbers.Integral) or n_neighbors < 1:
+        if not isinstance(n_neighbors, numbers.Integral) or isinstance(n_neighbors, bool) or n_neighbors < 1:
             raise ValueError(f"n_neighbors must be a positive integer, got {n_neighbors!r}.")
-        available = self.n_samples_fit_ - int(leave_one_out)
+        n_rows = self.n_samples_fit_ if subset is None else len(subset)
+        available = n_rows - int(leave_one_out)
         if n_neighbors > available:
-            what = (
-                f"the gallery of {self.n_samples_fit_} items less the query itself"
-                if leave_one_out
-                else f"the gallery of {self.n_samples_fit_} items"
-            )
+            what = f"the gallery of {n_rows} items" if subset is None else f"the subset of {n_rows} gallery items"
+            if leave_one_out:
+                what += " less the query itself"
             raise ValueError(
                 f"{asked or f'n_neighbors={n_neighbors}'} is larger than {what}. Ask for at most "
-                f"{available} neighbours, or fit on a larger gallery."
+                f"{available} neighbours, or {'fit on a larger gallery' if subset is None else 'widen the subset'}."
             )
         return int(n_neighbors)
+
+    def _check_subset(self, subset):
+        """``subset`` as sorted unique row numbers (None: every row).
+
+        A boolean mask over the gallery's rows, or row numbers in any order.
+        """
+        if subset is None:
+            return None
+        subset = np.asarray(subset)
+        if subset.dtype == bool:
+            if subset.shape != (self.n_samples_fit_,):
+                raise ValueError(
+                    f"A boolean subset is a mask over the gallery's {self.n_samples_fit_} rows; got shape "
+                    f"{subset.shape}. Give one value per gallery row, or the row numbers themselves."
+                )
+            return np.flatnonzero(subset)
+        if subset.ndim != 1 or (subset.size and subset.dtype.kind not in "iu"):
+            raise ValueError(
+                f"subset must be a boolean mask over the gallery's rows or a 1-D array of row numbers; got an array "
+                f"of {subset.dtype} with shape {subset.shape}."
+            )
+        rows = np.unique(subset.astype(np.int64))
+        if len(rows) and (rows[0] < 0 or rows[-1] >= self.n_samples_fit_):
+            raise ValueError(
+                f"subset's row numbers must be in [0, {self.n_samples_fit_}); got {rows[0]} to {rows[-1]}."
+            )
+        return rows
 
     def _check_query(self, X):
         X, _ = self._validate_rows(X, reset=False)
         return X
 
-    def _gallery_rows(self):
+    def _gallery_chunks(self):
         """The gallery's rows, chunk by chunk, as (start, rows)."""
         for start in range(0, self.n_samples_fit_, _LEAVE_ONE_OUT_CHUNK):
-            yield start, self.index_.reconstruct(start, min(start + _LEAVE_ONE_OUT_CHUNK, self.n_samples_fit_))
+            yield start, self.backend_.reconstruct(start, min(start + _LEAVE_ONE_OUT_CHUNK, self.n_samples_fit_))
 
-    def _search(self, rows, k):
-        distances, indices = self.index_.search(rows, k, self._search_options())
+    def gallery_rows(self, indices: ArrayLike | None = None) -> np.ndarray:
+        """The gallery's rows as the index stores them.
+
+        Exact indexes give back the rows that were added (cosine rows
+        L2-normalised, as FAISS stores them); IVF-PQ gives its re-ranking
+        rows (half precision by default) or rows decoded from its codes.
+
+        Parameters
+        ----------
+        indices : array-like of int, default=None
+            Gallery rows to read; ``None`` reads them all.
+
+        Returns
+        -------
+        rows : ndarray of shape (n_rows, n_features)
+            float32 rows, or uint8 codes for ``metric="hamming"``.
+
+        Examples
+        --------
+        >>> from sklearn_imgretrieval import NearestImageRetriever
+        >>> NearestImageRetriever(algorithm="flat").fit([[0.0, 1.0], [2.0, 3.0]]).gallery_rows([1])
+        array([[2., 3.]], dtype=float32)
+        """
+        check_is_fitted(self)
+        if indices is None:
+            return self.backend_.reconstruct(0, self.n_samples_fit_)
+        items = np.asarray(indices, dtype=np.int64).ravel()
+        if len(items) and (items.min() < 0 or items.max() >= self.n_samples_fit_):
+            raise ValueError(f"Gallery indices must be in [0, {self.n_samples_fit_}); got {items.tolist()[:10]}.")
+        order = np.argsort(items, kind="stable")
+        rows = self.backend_.reconstruct(0, 0)
+        rows = np.empty((len(items), *rows.shape[1:]), dtype=rows.dtype)
+        sorted_items = items[order]
+        # Contiguous runs are read at once (FAISS reconstructs a run in one call).
+        breaks = np.flatnonzero(np.diff(sorted_items) != 1) + 1
+        start = 0
+        for run in np.split(sorted_items, breaks) if len(items) else []:
+            rows[order[start : start + len(run)]] = self.backend_.reconstruct(int(run[0]), int(run[-1]) + 1)
+            start += len(run)
+        return rows
+
+    @property
+    def nbytes_(self) -> int:
+        """Bytes the fitted index holds in memory: rows, codes, graph links, position maps.
+
+        Read from the sizes of its parts, without allocator overhead; the
+        "Choosing an index" page of the documentation compares it with
+        measured peaks.
+        """
+        check_is_fitted(self)
+        return int(self.backend_.nbytes)
+
+    def _search(self, rows, k, subset=None):
+        distances, indices = self.backend_.search(rows, k, self._search_settings(), subset)
         if callable(self.metric) and not np.isfinite(distances).all():
             raise ValueError(
                 f"The metric {getattr(self.metric, '__name__', self.metric)!r} returned NaN or infinite "
@@ -509,7 +590,12 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         return distances, indices
 
     def kneighbors(
-        self, X: ArrayLike | None = None, n_neighbors: int | None = None, return_distance: bool = True
+        self,
+        X: ArrayLike | None = None,
+        n_neighbors: int | None = None,
+        return_distance: bool = True,
+        *,
+        subset: ArrayLike | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
         """Find the nearest gallery items of each query.
 
@@ -522,6 +608,11 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
             Neighbours per query; defaults to the ``n_neighbors`` parameter.
         return_distance : bool, default=True
             Whether to return the distances as well.
+        subset : array-like of bool or int, default=None
+            Search only these gallery items: a boolean mask over the
+            gallery's rows, or their row numbers. The restriction is applied
+            inside the search, so each query gets ``n_neighbors`` answers
+            whenever the subset holds that many.
 
         Returns
         -------
@@ -530,17 +621,32 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
             ``return_distance=True``.
         indices : ndarray of shape (n_queries, n_neighbors)
             Gallery indices of the neighbours.
+
+        Examples
+        --------
+        >>> from sklearn_imgretrieval import NearestImageRetriever
+        >>> retriever = NearestImageRetriever(n_neighbors=1).fit([[0.0], [1.0], [3.0]])
+        >>> retriever.kneighbors([[0.9]], return_distance=False)
+        array([[1]])
+        >>> retriever.kneighbors([[0.9]], subset=[True, False, True], return_distance=False)
+        array([[0]])
         """
         check_is_fitted(self)
-        n_neighbors = self._check_n_neighbors(n_neighbors, leave_one_out=X is None)
+        subset = self._check_subset(subset)
+        n_neighbors = self._check_n_neighbors(n_neighbors, leave_one_out=X is None, subset=subset)
         if X is not None:
-            distances, indices = self._search(self._check_query(X), n_neighbors)
+            distances, indices = self._search(self._check_query(X), n_neighbors, subset)
         else:
-            distances, indices = self._leave_one_out(n_neighbors)
+            distances, indices = self._leave_one_out(n_neighbors, subset)
         return (distances, indices) if return_distance else indices
 
     def kneighbors_of_gallery(
-        self, indices: ArrayLike, n_neighbors: int | None = None, return_distance: bool = True
+        self,
+        indices: ArrayLike,
+        n_neighbors: int | None = None,
+        return_distance: bool = True,
+        *,
+        subset: ArrayLike | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
         """The nearest other gallery items of the gallery items ``indices``.
 
@@ -556,6 +662,8 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
             Neighbours per item; defaults to the ``n_neighbors`` parameter.
         return_distance : bool, default=True
             Whether to return the distances as well.
+        subset : array-like of bool or int, default=None
+            Answer only with these gallery items, as for :meth:`kneighbors`.
 
         Returns
         -------
@@ -572,15 +680,14 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         array([[1]])
         """
         check_is_fitted(self)
-        n_neighbors = self._check_n_neighbors(n_neighbors, leave_one_out=True)
+        subset = self._check_subset(subset)
+        n_neighbors = self._check_n_neighbors(n_neighbors, leave_one_out=True, subset=subset)
         items = np.asarray(indices, dtype=np.int64).ravel()
-        if len(items) and (items.min() < 0 or items.max() >= self.n_samples_fit_):
-            raise ValueError(f"Gallery indices must be in [0, {self.n_samples_fit_}); got {items.tolist()[:10]}.")
-        rows = np.concatenate([self.index_.reconstruct(int(i), int(i) + 1) for i in items]) if len(items) else None
-        if rows is None:
+        rows = self.gallery_rows(items)
+        if not len(items):
             empty = np.empty((0, n_neighbors))
             return (empty, empty.astype(np.int64)) if return_distance else empty.astype(np.int64)
-        distances, found = self._search(rows, n_neighbors + 1)
+        distances, found = self._search(rows, n_neighbors + 1, subset)
         distances, found = self._drop_self(distances, found, items)
         return (distances, found) if return_distance else found
 
@@ -593,18 +700,19 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         n_rows, k = indices.shape
         return distances[~own].reshape(n_rows, k - 1), indices[~own].reshape(n_rows, k - 1)
 
-    def _leave_one_out(self, k):
+    def _leave_one_out(self, k, subset=None):
         """Each gallery item's ``k`` nearest others: ``k + 1`` found, the item itself dropped.
 
-        When the item is not among them (approximate search, or more than
-        ``k`` exact duplicates), the farthest is dropped instead.
+        When the item is not among them (approximate search, more than
+        ``k`` exact duplicates, or an item outside ``subset``), the farthest
+        is dropped instead.
         """
         distances = np.empty((self.n_samples_fit_, k), dtype=np.float64)
         indices = np.empty((self.n_samples_fit_, k), dtype=np.int64)
-        for start, rows in self._gallery_rows():
+        for start, rows in self._gallery_chunks():
             stop = start + len(rows)
             items = np.arange(start, stop)
-            distances[start:stop], indices[start:stop] = self._drop_self(*self._search(rows, k + 1), items)
+            distances[start:stop], indices[start:stop] = self._drop_self(*self._search(rows, k + 1, subset), items)
         return distances, indices
 
     def radius_neighbors(
@@ -613,6 +721,8 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         radius: float | None = None,
         return_distance: bool = True,
         sort_results: bool = True,
+        *,
+        subset: ArrayLike | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
         """Every gallery item within ``radius`` of each query.
 
@@ -628,6 +738,8 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         sort_results : bool, default=True
             Neighbours are always returned nearest first; accepted for
             compatibility with scikit-learn.
+        subset : array-like of bool or int, default=None
+            Search only these gallery items, as for :meth:`kneighbors`.
 
         Returns
         -------
@@ -639,25 +751,28 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         """
         check_is_fitted(self)
         radius = self.radius if radius is None else radius
-        if not isinstance(radius, numbers.Real) or radius < 0:
-            raise ValueError(f"radius must be a non-negative number, got {radius!r}.")
-        if not self.index_.supports_range_search:
-            # FAISS has no range search in its binary HNSW nor in the re-ranking of IVF-PQ.
-            able = [name for name in ("brute", "kd_tree", "ball_tree", "flat", "ivf") if _serves(name, self.metric)]
-            if self.metric not in BINARY_METRICS:
-                able.append("hnsw")
+        if not isinstance(radius, numbers.Real) or isinstance(radius, bool) or not 0 <= radius < np.inf:
+            raise ValueError(f"radius must be a finite non-negative number, got {radius!r}.")
+        subset = self._check_subset(subset)
+        backend = self._backend_type()
+        unsupported = backend.range_search_unsupported(self.metric, self.backend_.params)
+        if unsupported:
+            able = [
+                name
+                for name, other in BACKENDS.items()
+                if other.serves(name, self.metric) and not other.range_search_unsupported(self.metric, other.Params())
+            ]
             raise ValueError(
-                f"algorithm={self.fit_algorithm_!r} has no radius search in FAISS with these settings. "
-                f"Use one of {', '.join(repr(name) for name in able)}"
-                + (", or refine=None for 'ivfpq'." if self.fit_algorithm_ == "ivfpq" else ".")
+                f"algorithm={self.fit_algorithm_!r} has no radius search with these settings: {unsupported}. "
+                f"Algorithms that have one for metric={self.metric!r}: {', '.join(map(repr, able))}."
             )
-        options = self._search_options()
+        settings = self._search_settings()
         if X is not None:
-            distances, indices = self.index_.range_search(self._check_query(X), radius, options)
+            distances, indices = self.backend_.range_search(self._check_query(X), radius, settings, subset)
         else:
             parts_d, parts_i = [], []
-            for start, rows in self._gallery_rows():
-                d, i = self.index_.range_search(rows, radius, options)
+            for start, rows in self._gallery_chunks():
+                d, i = self.backend_.range_search(rows, radius, settings, subset)
                 for own, (row_d, row_i) in enumerate(zip(d, i), start=start):
                     keep = row_i != own
                     parts_d.append(row_d[keep])
@@ -821,20 +936,37 @@ class NearestImageRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         return precision_at_k(y, self.gallery_labels_[indices])
 
     # -------------------------------------------------------------- sklearn
+    @property
+    def index_(self):
+        """Deprecated name of ``backend_``."""
+        warnings.warn(
+            "NearestImageRetriever.index_ was renamed backend_ in 0.1 and will be removed in 0.2; "
+            "read gallery rows with gallery_rows() and the memory with nbytes_.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.backend_
+
     def __setstate__(self, state):
+        state = dict(state)
+        if "index_" in state:  # files saved before 0.1 name the backend index_
+            state["backend_"] = state.pop("index_")
         super().__setstate__(state)
-        index = state.get("index_")
+        backend = state.get("backend_")
+        if backend is None:
+            return
         # FAISS trusts the dimension it reads; a query of another width would
         # make it read past its buffers, so a stored index must match the gallery.
-        expected = self.n_features_in_ * (8 if self.metric in BINARY_METRICS else 1) if index is not None else None
-        if index is not None and getattr(index, "n_dims", expected) != expected:
+        binary = self._backend_type().input_dtype(self.metric) is None
+        expected = self.n_features_in_ * (8 if binary else 1)
+        if getattr(backend, "n_dims", expected) != expected:
             raise ValueError(
-                f"The stored index has {index.n_dims} dimensions but the retriever was fitted on "
+                f"The stored index has {backend.n_dims} dimensions but the retriever was fitted on "
                 f"{self.n_features_in_} features: the file was altered."
             )
-        if index is not None and index.n_samples != self.n_samples_fit_:
+        if backend.n_samples != self.n_samples_fit_:
             raise ValueError(
-                f"The stored index has {index.n_samples} rows but the retriever counts "
+                f"The stored index has {backend.n_samples} rows but the retriever counts "
                 f"{self.n_samples_fit_}: the file was altered."
             )
 
