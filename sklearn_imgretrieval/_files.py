@@ -4,8 +4,9 @@ Every file the library writes (model files, index files, pictures) goes
 through :func:`atomic_write`: the bytes go to a temporary file beside the
 target, are flushed to disk, and only then renamed over the target. A crash,
 a full disk, Ctrl-C or SIGKILL at any moment leaves either the old file or
-the new one, never a truncated mix. :func:`check_output_path` runs before
-any long work, so that a path that cannot be written is reported first.
+the new one, never a truncated mix. :func:`check_outputs` runs before any
+long work: a path that cannot be written, or that names a file the work
+reads, is reported first.
 """
 
 import os
@@ -14,7 +15,7 @@ import stat
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-__all__ = ["atomic_write", "check_output_path"]
+__all__ = ["atomic_write", "check_output_path", "check_outputs"]
 
 
 def _nearest_existing(path):
@@ -57,6 +58,73 @@ def check_output_path(path):
         action = "write in" if existing == folder else f"create {folder} in"
         raise PermissionError(f"Cannot write {path}: no permission to {action} {existing}.")
     return path
+
+
+def _same_file(a, b):
+    """Whether paths ``a`` and ``b`` name one file (links followed; hard links too, where both exist)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _inside(path, folder):
+    path, folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return path == folder or folder in path.parents
+
+
+def check_outputs(outputs, *, reads=(), scans=(), scanned_suffixes=()):
+    """Check every output of a command before it starts: writable, and never one of its inputs.
+
+    An output is refused when it names a file the command reads, or a file
+    with one of ``scanned_suffixes`` inside a folder it scans (writing there
+    would replace a photo, or add a file the next scan reads as one).
+
+    Parameters
+    ----------
+    outputs : iterable of (str, path) or None
+        ``(what, path)`` of each file the command will write, such as
+        ``("--csv", "pairs.csv")``; ``None`` entries and paths are skipped.
+    reads : iterable of path
+        Files the command reads.
+    scans : iterable of path
+        Folders whose files the command reads.
+    scanned_suffixes : iterable of str
+        Lower-case suffixes (``".jpg"``) of the files read in ``scans``.
+
+    Raises
+    ------
+    ValueError
+        One line naming the output and the input it would replace.
+    OSError
+        As :func:`check_output_path`.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> (folder / "cat.jpg").write_bytes(b"...")
+    3
+    >>> check_outputs([("--plot", folder / "cat.jpg")], reads=[folder / "cat.jpg"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: --plot ...cat.jpg is ...cat.jpg, which this command reads: choose another file name; ...
+    """
+    reads, scans, suffixes = list(reads), [s for s in scans if s is not None], tuple(scanned_suffixes)
+    for what, path in (output for output in outputs if output is not None and output[1] is not None):
+        for source in reads:
+            if source is not None and _same_file(path, source):
+                raise ValueError(
+                    f"{what} {path} is {source}, which this command reads: choose another file name; "
+                    "nothing was written."
+                )
+        for folder in scans:
+            if Path(path).suffix.lower() in suffixes and _inside(path, folder):
+                raise ValueError(
+                    f"{what} {path} is an image file inside {folder}, which this command reads: write it "
+                    "outside that folder; nothing was written."
+                )
+        check_output_path(path)
 
 
 def _fsync_folder(folder):

@@ -14,7 +14,7 @@ from sklearn.decomposition import PCA
 from sklearn.pipeline import make_pipeline
 
 from sklearn_imgretrieval import ImageHasher, ImagePreprocessor, find_duplicates
-from sklearn_imgretrieval import duplicates as duplicates_module
+from sklearn_imgretrieval.duplicates import _find as duplicates_module
 from sklearn_imgretrieval.duplicates import move_duplicates, undo_moves
 
 ORIGINALS = ("astronaut", "coffee", "camera", "coins", "rocket")

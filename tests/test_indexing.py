@@ -166,11 +166,11 @@ def test_update_embeds_only_new_and_changed_files(folder):
 
 
 def test_an_interrupted_build_resumes_from_its_checkpoint(folder, tmp_path_factory, monkeypatch):
-    import sklearn_imgretrieval.indexing as indexing
+    from sklearn_imgretrieval.indexing import _streaming
 
     paths, _, _ = _readable(folder)
     checkpoint = tmp_path_factory.mktemp("run") / "photos.idx.partial"
-    monkeypatch.setattr(indexing, "_CHECKPOINT_SECONDS", 0)  # save after every chunk
+    monkeypatch.setattr(_streaming, "_CHECKPOINT_SECONDS", 0)  # save after every chunk
 
     def stop_after_two_chunks(stage, done, total):
         if stage == "embedding" and done >= 8:

@@ -13,11 +13,9 @@ duplicates" page of the documentation for the figures).
 
 from __future__ import annotations
 
-import json
 import numbers
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -25,17 +23,14 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from sklearn.utils.validation import check_is_fitted
 
-from . import _image_io
-from ._files import atomic_write, check_output_path
-from .hashing import HASH_METHODS, ImageHasher, check_hash_size
+from .. import _image_io
+from ..hashing import HASH_METHODS, ImageHasher, check_hash_size
+from ._result import Duplicates
 
 if TYPE_CHECKING:
-    import pandas as pd
     from sklearn.base import TransformerMixin
 
-    from ._typing import Images, StrPath
-
-__all__ = ["Duplicates", "find_duplicates", "move_duplicates", "undo_moves"]
+    from .._typing import Images
 
 #: The CNN recipe: EfficientNet-Lite0 on the central 87.5% of the largest
 #: centred square (borders are where crops and rotations differ most),
@@ -47,7 +42,6 @@ CNN_CROP_FRACTION = 0.875
 DEFAULT_MAX_DISTANCE = {"cnn": 0.15, "phash": 10 / 64, "dhash": 6 / 64, "ahash": 2 / 64, "whash": 2 / 64}
 _QUERY_CHUNK = 8192  # queries per radius search: the search's memory follows the chunk
 _EMBED_CHUNK = 256  # images decoded at a time for the CNN
-MOVE_LOG_FORMAT = "sklearn-imgretrieval-moves"
 
 
 @dataclass(frozen=True)
@@ -183,8 +177,8 @@ def check_duplicate_settings(
 # --------------------------------------------------------------- embedding
 def _cnn_embed(items, *, robust, batch_size, n_jobs):
     """EfficientNet-Lite0 embeddings of the central crop of each image (and of its mirror image)."""
-    from .embedders import PretrainedCNNEmbedder  # Keras is imported here only
-    from .preprocessing import ImagePreprocessor
+    from ..embedders import PretrainedCNNEmbedder  # Keras is imported here only
+    from ..preprocessing import ImagePreprocessor
 
     side = round(CNN_INPUT_SIZE / CNN_CROP_FRACTION)
     offset = (side - CNN_INPUT_SIZE) // 2
@@ -290,7 +284,7 @@ def _keep_nearest(rows, cols, dists, top_k):
 
 def _search_pairs(codes, mirror_codes, reference_codes, settings, *, algorithm, n_jobs):
     """Pairs (i, j), i < j, of item indices with their distances, nearest first."""
-    from .neighbors import NearestImageRetriever
+    from ..neighbors import NearestImageRetriever
 
     self_search = reference_codes is None
     gallery = codes if self_search else reference_codes
@@ -321,7 +315,6 @@ def _components(pairs, n_items):
     return sorted(groups, key=lambda group: group[0])
 
 
-# ------------------------------------------------------------------ result
 def _item_names(X, n):
     """Paths as strings when X holds paths, else positions."""
     if isinstance(X, (list, tuple)) or getattr(X, "ndim", None) == 1:
@@ -329,182 +322,6 @@ def _item_names(X, n):
         if items and all(_image_io.is_path(item) for item in items):
             return np.array([os.fspath(item) for item in items], dtype=object)
     return np.arange(n, dtype=object)
-
-
-@dataclass(eq=False)
-class Duplicates:
-    """Near-duplicate images found by :func:`find_duplicates`.
-
-    Items are numbered in the order given: the queries ``X`` first, then,
-    when a reference set was given, the reference images.
-
-    Attributes
-    ----------
-    items : ndarray of object, shape (n_items,)
-        Each item's path (when paths were given) or position in its set.
-    n_queries : int
-        Number of items of ``X``; items from ``n_queries`` on belong to the
-        reference set.
-    groups : list of ndarray of int
-        Item indices of each group of duplicates (the connected components
-        of the pairs), sorted, groups ordered by their first item. Items in
-        no pair are in no group.
-    pairs : ndarray of int, shape (n_pairs, 2)
-        Item indices ``(i, j)``, ``i < j``, of every pair within
-        ``max_distance``, nearest first. With a reference set, ``i`` is a
-        query and ``j`` a reference image.
-    distances : ndarray of float, shape (n_pairs,)
-        Distance of each pair: cosine distance for ``"cnn"``, differing
-        bits for the hashes.
-    method : str or estimator
-        The method that compared the images.
-    metric : str
-        The distance used.
-    max_distance : float or None
-        Largest distance of a pair.
-    top_k : int or None
-        Duplicates kept per image, at most.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_imgretrieval import find_duplicates
-    >>> codes = np.array([[0b0000_0000], [0b0000_0001], [0b1111_0000], [0b1111_1111]], dtype=np.uint8)
-    >>> found = find_duplicates(codes, method="precomputed", max_distance=1)
-    >>> found
-    Duplicates(1 group of 2 items, 1 pair; method='precomputed', metric='hamming', max_distance=1.0)
-    >>> found.groups
-    [array([0, 1])]
-    >>> found.to_dict()
-    {0: [1], 1: [0], 2: [], 3: []}
-    """
-
-    items: np.ndarray
-    n_queries: int
-    pairs: np.ndarray
-    distances: np.ndarray
-    groups: list
-    method: object
-    metric: str
-    max_distance: object
-    top_k: object
-
-    @property
-    def has_reference(self) -> bool:
-        """Whether the queries were compared with a reference set."""
-        return len(self.items) > self.n_queries
-
-    def __repr__(self):
-        n_grouped = sum(len(group) for group in self.groups)
-        method = self.method if isinstance(self.method, str) else type(self.method).__name__
-        plural = "" if len(self.groups) == 1 else "s"
-        return (
-            f"Duplicates({len(self.groups)} group{plural} of {n_grouped} items, {len(self.pairs)} "
-            f"pair{'' if len(self.pairs) == 1 else 's'}; method={method!r}, metric={self.metric!r}, "
-            f"max_distance={self.max_distance!r}" + (f", top_k={self.top_k}" if self.top_k else "") + ")"
-        )
-
-    def group_labels(self) -> np.ndarray:
-        """Group of each item, ``-1`` for items in no group.
-
-        Returns
-        -------
-        labels : ndarray of int, shape (n_items,)
-            Index into ``groups`` of each item's group.
-        """
-        labels = np.full(len(self.items), -1, dtype=np.int64)
-        for number, group in enumerate(self.groups):
-            labels[group] = number
-        return labels
-
-    def pair_rows(self) -> list[dict[str, Any]]:
-        """The pairs as records: ``group``, ``first``, ``second``, ``distance``.
-
-        Returns
-        -------
-        rows : list of dict
-            One record per pair, nearest first; ``first`` and ``second``
-            are item names (paths, or positions).
-        """
-        labels = self.group_labels()
-        return [
-            {"group": int(labels[i]), "first": self.items[i], "second": self.items[j], "distance": float(d)}
-            for (i, j), d in zip(self.pairs, self.distances)
-        ]
-
-    def to_frame(self) -> pd.DataFrame:
-        """The pairs as a pandas DataFrame, one row per pair, nearest first.
-
-        Returns
-        -------
-        frame : pandas.DataFrame
-            Columns ``group``, ``first``, ``second``, ``distance``.
-        """
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise ImportError("to_frame needs pandas: pip install pandas. to_dict() needs nothing.") from exc
-        return pd.DataFrame(self.pair_rows(), columns=["group", "first", "second", "distance"])
-
-    def to_dict(self, scores: bool = False) -> dict[Any, list[Any]]:
-        """Each query's duplicates, in imagededup's format.
-
-        Parameters
-        ----------
-        scores : bool, default=False
-            List ``(name, distance)`` tuples instead of names.
-
-        Returns
-        -------
-        duplicates : dict
-            Query name -> the names of the items paired with it, nearest
-            first; an empty list for a query with no duplicate. With a
-            reference set, only reference items are listed.
-        """
-        found: dict[Any, list[Any]] = {self.items[i]: [] for i in range(self.n_queries)}
-        for (i, j), d in zip(self.pairs, self.distances):
-            for a, b in ((i, j), (j, i)):
-                if a < self.n_queries:
-                    found[self.items[a]].append((self.items[b], float(d)) if scores else self.items[b])
-        return found
-
-    def redundant(self, keep: Literal["largest", "first"] = "largest") -> np.ndarray:
-        """Items whose removal leaves one image of each group.
-
-        Parameters
-        ----------
-        keep : {"largest", "first"}, default="largest"
-            Which image of a group stays: the one with the most pixels (then
-            the largest file, then the first), read from the files' headers,
-            or the first. With a reference set the reference images stay and
-            every query image in a group is redundant.
-
-        Returns
-        -------
-        indices : ndarray of int
-            Item indices, sorted.
-        """
-        if keep not in ("largest", "first"):
-            raise ValueError(f'keep must be "largest" or "first", got {keep!r}.')
-        if self.has_reference:
-            grouped = np.concatenate(self.groups) if self.groups else np.empty(0, np.int64)
-            return np.sort(grouped[grouped < self.n_queries])
-        if not self.groups:
-            return np.empty(0, dtype=np.int64)
-        if keep == "largest":
-            if not all(_image_io.is_path(item) for item in self.items):
-                raise ValueError(
-                    "keep='largest' reads the image files' headers, but the items are not paths; use keep='first'."
-                )
-            members = np.concatenate(self.groups)
-            headers, failures = _image_io.map_threads(_image_io.read_header, list(self.items[members]), -1)
-            _image_io.raise_for_failures(list(self.items[members]), failures, "read")
-            pixels = dict(zip(members.tolist(), (h * w for h, w, _ in headers)))
-            kept = [max(group, key=lambda i: (pixels[i], os.path.getsize(self.items[i]), -i)) for group in self.groups]  # type: ignore[arg-type]
-        else:
-            kept = [group[0] for group in self.groups]
-        grouped = np.concatenate(self.groups)
-        return np.sort(np.setdiff1d(grouped, kept))
 
 
 def find_duplicates(
@@ -646,162 +463,3 @@ def find_duplicates(
         max_distance=settings.max_distance,
         top_k=settings.top_k,
     )
-
-
-# ------------------------------------------------------------------- moves
-def _inside(path, folder):
-    path, folder = Path(path).resolve(), Path(folder).resolve()
-    return path == folder or folder in path.parents
-
-
-def check_move_target(target, *scanned):
-    """Refuse a ``target`` folder inside (or equal to) a scanned folder.
-
-    Moved files would otherwise be found again by the next scan.
-
-    Parameters
-    ----------
-    target : str or path-like
-        Folder the duplicates would move to.
-    *scanned : str or path-like
-        The folders the images came from.
-    """
-    for folder in scanned:
-        if folder is not None and _inside(target, folder):
-            raise ValueError(
-                f"Cannot move duplicates to {target}: it is inside the scanned folder {folder}, so the "
-                "moved files would be scanned again. Choose a folder outside it."
-            )
-    if Path(target).exists() and not Path(target).is_dir():
-        raise NotADirectoryError(f"Cannot move duplicates to {target}: it is a file, not a folder.")
-
-
-def _move_without_overwrite(source, destination):
-    """Move one file; fail rather than replace an existing ``destination``.
-
-    A hard link plus unlink is atomic against a file appearing at the
-    destination meanwhile (``os.rename`` would replace it); across file
-    systems the bytes are copied to a new file opened exclusively.
-    """
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, destination)
-    except FileExistsError:
-        raise
-    except OSError:  # another file system, or no hard links there: copy
-        with open(source, "rb") as src, open(destination, "xb") as dst:
-            try:
-                while block := src.read(1 << 20):
-                    dst.write(block)
-                dst.flush()
-                os.fsync(dst.fileno())
-            except BaseException:
-                os.unlink(destination)  # ours, created just above: never leave half a copy
-                raise
-        stat = os.stat(source)
-        os.utime(destination, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    os.unlink(source)
-
-
-def move_duplicates(
-    duplicates: Duplicates,
-    target: StrPath,
-    *,
-    root: StrPath,
-    log: StrPath,
-    keep: Literal["largest", "first"] = "largest",
-) -> list[tuple[str, str]]:
-    """Move the redundant images of each group out of the way; never deletes.
-
-    Each moved file keeps its path relative to ``root`` under ``target``.
-    The log, written before anything moves, lists every planned move so
-    that :func:`undo_moves` can put the files back.
-
-    Parameters
-    ----------
-    duplicates : Duplicates
-        What :func:`find_duplicates` found, on paths under ``root``.
-    target : str or path-like
-        Folder to move the files to; not inside ``root``.
-    root : str or path-like
-        The scanned folder the paths are under.
-    log : str or path-like
-        JSON file recording the moves.
-    keep : {"largest", "first"}, default="largest"
-        Which image of a group stays; see :meth:`Duplicates.redundant`.
-
-    Returns
-    -------
-    moves : list of (str, str)
-        ``(from, to)`` of every file moved.
-    """
-    check_move_target(target, root)
-    check_output_path(log)
-    target, root = Path(target).resolve(), Path(root).resolve()
-    moves = []
-    for index in duplicates.redundant(keep=keep):
-        source = Path(duplicates.items[index]).resolve()
-        if root not in source.parents:
-            raise ValueError(f"{source} is not under the scanned folder {root}; nothing was moved.")
-        moves.append((source, target / source.relative_to(root)))
-    taken = [str(destination) for _, destination in moves if os.path.lexists(destination)]
-    if taken:
-        raise FileExistsError(
-            f"{len(taken)} file(s) already exist where duplicates would move, for example {taken[0]}; nothing "
-            "was moved. Move to an empty folder."
-        )
-    record = {
-        "format": MOVE_LOG_FORMAT,
-        "version": 1,
-        "root": str(root),
-        "target": str(target),
-        "moves": [{"from": str(source), "to": str(destination)} for source, destination in moves],
-    }
-    with atomic_write(log, "w") as file:
-        json.dump(record, file, indent=1)
-    for done, (source, destination) in enumerate(moves):
-        try:
-            _move_without_overwrite(source, destination)
-        except OSError as exc:
-            raise OSError(
-                f"Moving {source} to {destination} failed ({exc}) after {done} of {len(moves)} files were moved; "
-                f"undo_moves({os.fspath(log)!r}) puts them back."
-            ) from exc
-    return [(str(source), str(destination)) for source, destination in moves]
-
-
-def undo_moves(log: StrPath) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Put back the files a :func:`move_duplicates` log lists.
-
-    A file goes back only when it is at its new place and nothing is at its
-    old one, so undoing twice, or after a partial move, is safe.
-
-    Parameters
-    ----------
-    log : str or path-like
-        The JSON log written by :func:`move_duplicates`.
-
-    Returns
-    -------
-    restored : list of (str, str)
-        ``(from, to)`` of every file moved back.
-    skipped : list of (str, str)
-        ``(path, reason)`` of the moves not undone.
-    """
-    try:
-        record = json.loads(Path(log).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{log} is not a move log written by move_duplicates ({exc}).") from exc
-    if not isinstance(record, dict) or record.get("format") != MOVE_LOG_FORMAT:
-        raise ValueError(f"{log} is not a move log written by move_duplicates.")
-    restored, skipped = [], []
-    for move in record["moves"]:
-        original, moved = Path(move["from"]), Path(move["to"])
-        if os.path.lexists(original):
-            skipped.append((str(original), "a file is already there"))
-        elif not moved.exists():
-            skipped.append((str(moved), "not found where it was moved"))
-        else:
-            _move_without_overwrite(moved, original)
-            restored.append((str(moved), str(original)))
-    return restored, skipped

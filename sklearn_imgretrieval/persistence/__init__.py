@@ -1,0 +1,31 @@
+"""Model files that load without running code: the one room that reads or refuses a model file.
+
+A pickle (and so a ``joblib`` file) names functions that unpickling calls,
+so loading one can run any code its author chose. The files written here
+are skops files (``skops.io``, the format scikit-learn's documentation
+recommends for untrusted models): a zip archive of JSON that describes the
+objects and ``.npy`` arrays read without pickle. Keras networks travel as
+their weight arrays (the estimators' ``__getstate__``) and are rebuilt from
+the estimator's parameters on load.
+
+One extra member, ``sklearn_imgretrieval.json``, records the format and its
+version, the library version and the saved object's type. ``load`` checks
+it first, then builds only types it trusts (``_trust``). Pickles are
+recognised and refused with one message (``_pickles``), and converted once
+when the user trusts one (:func:`convert_pickle`).
+"""
+
+from ._format import FORMAT_VERSION, HEADER
+from ._pickles import convert_pickle, load_trusted_pickle, pickle_kind, pickle_refusal
+from ._safe_format import load, save
+
+__all__ = [
+    "FORMAT_VERSION",
+    "HEADER",
+    "convert_pickle",
+    "load",
+    "load_trusted_pickle",
+    "pickle_kind",
+    "pickle_refusal",
+    "save",
+]
