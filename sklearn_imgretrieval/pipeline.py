@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from ._typing import Images
 
-__all__ = ["RetrievalPipeline", "make_retrieval_pipeline"]
+__all__ = ["RetrievalPipeline", "make_retrieval_pipeline", "set_query_batch_size"]
 
 
 class RetrievalPipeline(Pipeline):
@@ -232,3 +232,41 @@ def make_retrieval_pipeline(
             f"{type(steps[-1]).__name__}. End the pipeline with NearestImageRetriever()."
         )
     return RetrievalPipeline(list(zip(_step_names(steps), steps)), memory=memory, verbose=verbose)
+
+
+def set_query_batch_size(pipeline: RetrievalPipeline, n_queries: int) -> RetrievalPipeline:
+    """Embed ``n_queries`` images in one batch of their own size, not a padded one.
+
+    A Keras embedder pads every batch to ``batch_size`` rows, so that an
+    image's embedding does not depend on its batch-mates; for a few queries
+    that is mostly padding (32 images through the network for one). Each
+    step's ``batch_size`` is lowered to ``n_queries`` (in memory: a loaded
+    index file is not changed). A query's embedding then differs from the
+    gallery's computation by float rounding (about 1e-7), which no ranking
+    sees.
+
+    Parameters
+    ----------
+    pipeline : RetrievalPipeline
+        A fitted pipeline, changed in place.
+    n_queries : int
+        Images embedded per call from now on.
+
+    Returns
+    -------
+    pipeline : RetrievalPipeline
+        The same pipeline.
+
+    Examples
+    --------
+    >>> from sklearn.decomposition import PCA
+    >>> from sklearn_imgretrieval import NearestImageRetriever, make_retrieval_pipeline
+    >>> from sklearn_imgretrieval.pipeline import set_query_batch_size
+    >>> pipe = make_retrieval_pipeline(PCA(2), NearestImageRetriever())
+    >>> set_query_batch_size(pipe, 1) is pipe  # PCA has no batch_size: nothing changes
+    True
+    """
+    for _, step in pipeline.steps[:-1]:
+        if hasattr(step, "get_params") and "batch_size" in step.get_params(deep=False) and step.batch_size:
+            step.set_params(batch_size=max(1, min(step.batch_size, n_queries)))
+    return pipeline

@@ -48,14 +48,14 @@ def _error_of(argv, capsys):
 
 
 def test_a_missing_index_is_reported_before_the_port_opens(tmp_path, capsys):
-    assert "no index file at" in _error_of(["serve", str(tmp_path / "none.idx"), "--port", "0"], capsys)
+    assert "No file at" in _error_of(["serve", str(tmp_path / "none.idx"), "--port", "0"], capsys)
 
 
 def test_a_pickled_index_is_refused_with_the_way_to_convert_it(tmp_path, capsys):
     old = tmp_path / "old.idx"
     joblib.dump({"format": "sklearn-imgretrieval-index", "pipeline": None}, old)
     err = _error_of(["serve", str(old), "--port", "0"], capsys)
-    assert "is a pickle" in err and f"imgretrieval query {old} --trust-pickle --convert-to photos.idx" in err
+    assert "is a pickle" in err and f"imgretrieval query {old} --trust-pickle --convert-to converted.idx" in err
 
 
 def test_an_index_of_a_newer_format_is_refused(index_file, tmp_path, capsys):

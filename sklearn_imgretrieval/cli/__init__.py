@@ -12,8 +12,9 @@ import os
 import sys
 
 from .._version import __version__
-from . import _common, dedupe, demo, evaluate, index, query, serve
+from . import dedupe, demo, evaluate, index, query, serve
 from ._common import UsageError
+from ._outputs import CommandOutputs
 
 __all__ = ["build_parser", "main"]
 
@@ -42,12 +43,11 @@ def main(argv=None):
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines are noise here
     args = build_parser().parse_args(argv)
-    _common.written.clear()
+    args.outputs = CommandOutputs()  # what this run writes
     try:
         args.run(args)
     except KeyboardInterrupt:
-        kept = ", ".join(_common.written)
-        print(f"imgretrieval: interrupted; {f'kept {kept}' if kept else 'nothing written'}", file=sys.stderr)
+        print(args.outputs.interrupted_line(), file=sys.stderr)
         return 130
     except (UsageError, ValueError, OSError, ImportError) as exc:
         print(f"imgretrieval: error: {str(exc) or type(exc).__name__}", file=sys.stderr)

@@ -1,7 +1,7 @@
-"""What the subcommands share: the usage error, argument types, output files,
-progress bars, embedder names, folder listing and the metrics table. Only
-light modules are imported here; Keras comes with the first embedder a
-command builds.
+"""What the subcommands share: the usage error, argument types, progress
+bars, embedder settings, folder listing and the metrics table. Only light
+modules are imported here; Keras comes with the first embedder a command
+builds. What a command writes goes through ``_outputs``.
 """
 
 import argparse
@@ -13,14 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import atomic_write, check_output_path
+from .. import embedders
 
 EMBEDDERS = ("lite0", "autoencoder", "vae", "pca")
-#: Embedders that learn from the folder itself, and so need more than one image.
-LEARNED_EMBEDDERS = ("autoencoder", "vae", "pca")
-
-#: Files written by this run, named in the message after Ctrl-C.
-written = []
 
 
 class UsageError(Exception):
@@ -38,41 +33,9 @@ def positive_int(text):
     return value
 
 
-def check_figure_path(path):
-    """Check a picture's path before any work: writable, and a format matplotlib writes."""
-    from ..plotting import _pyplot
-
-    check_output_path(path)
-    _pyplot()  # a missing matplotlib is reported now, not after the work
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    formats = FigureCanvasBase.get_supported_filetypes()
-    suffix = Path(path).suffix.lower().lstrip(".")
-    if suffix not in formats:
-        raise UsageError(
-            f"{path}: matplotlib cannot write {'.' + suffix if suffix else 'files without an extension'}; "
-            f"name the picture with one of {', '.join('.' + name for name in sorted(formats))}."
-        )
-
-
-def save_figure(fig, path):
-    """Write ``fig`` to ``path`` atomically, in the format its extension names."""
-    with atomic_write(path) as file:
-        fig.savefig(file, format=Path(path).suffix.lower().lstrip("."), dpi=100, bbox_inches="tight")
-    written.append(str(path))
-
-
-def save_index(index, path):
-    """Write an ImageIndex in the safe format, atomically."""
-    from ..persistence import save
-
-    save(index, path)
-    written.append(str(path))
-
-
 def check_enough_images(embedder_name, n_images, where):
     """A learned embedder cannot learn anything from a single image."""
-    if embedder_name in LEARNED_EMBEDDERS and n_images < 2:
+    if embedder_name in embedders.LEARNED_EMBEDDERS and n_images < 2:
         raise UsageError(
             f"--embedder {embedder_name} learns from the images themselves and needs at least 2; "
             f"{where} has {n_images}. Use --embedder lite0 (pretrained, no training) for so few images."
@@ -112,16 +75,6 @@ def progress_bars():
             bar.close()
 
 
-#: What each command-line embedder means when an option is left out.
-EMBEDDER_DEFAULTS = {
-    "lite0": {"size": [224, 224], "color": "rgb", "dims": None},
-    "pca": {"size": [64, 64], "color": "grayscale", "dims": 64},
-    "autoencoder": {"size": [64, 64], "color": "grayscale", "dims": 64},
-    "vae": {"size": [64, 64], "color": "grayscale", "dims": 32},
-}
-_BACKBONE_DEFAULTS = {"size": [224, 224], "color": "rgb", "dims": None}  # keras.applications names
-
-
 def embedder_settings(args, stored=None):
     """The embedder's settings: the options given, else ``stored`` (an index's), else the defaults.
 
@@ -146,9 +99,10 @@ def embedder_settings(args, stored=None):
                 )
         return {key: stored.get(key, value) for key, value in given.items()}
     name = given["embedder"] or "lite0"
-    defaults = EMBEDDER_DEFAULTS.get(name, _BACKBONE_DEFAULTS)
+    defaults = embedders.embedder_defaults(name)
+    defaults["size"] = list(defaults["size"])  # as the index's settings store it
     settings = {"embedder": name, **{key: given[key] if given[key] is not None else defaults[key] for key in defaults}}
-    settings["epochs"] = given["epochs"] or 10
+    settings["epochs"] = given["epochs"] or embedders.DEFAULT_EPOCHS
     settings["batch_size"] = given["batch_size"]
     return settings
 
@@ -159,25 +113,13 @@ def _shown(value):
 
 def make_embedder(settings, random_state=0):
     """The embedder the settings of :func:`embedder_settings` stand for."""
-    name, dims, batch = settings["embedder"], settings["dims"], settings["batch_size"]
-    if name == "pca":
-        from sklearn.decomposition import PCA
-
-        return PCA(n_components=dims, random_state=random_state)
-    if name in ("autoencoder", "vae"):
-        from .. import AutoencoderEmbedder, VAEEmbedder
-
-        cls = AutoencoderEmbedder if name == "autoencoder" else VAEEmbedder
-        params = dict(latent_dim=dims, epochs=settings["epochs"], random_state=random_state)
-        if batch:
-            params["batch_size"] = batch
-        return cls(architecture="conv", **params)
-    from .. import PretrainedCNNEmbedder
-
-    params = {"batch_size": batch} if batch else {}
-    if name == "lite0":
-        return PretrainedCNNEmbedder(**params)
-    return PretrainedCNNEmbedder(backbone=name, weights="imagenet", **params)
+    return embedders.make_embedder(
+        settings["embedder"],
+        dims=settings["dims"],
+        epochs=settings["epochs"],
+        batch_size=settings["batch_size"],
+        random_state=random_state,
+    )
 
 
 def make_preprocessor(settings):

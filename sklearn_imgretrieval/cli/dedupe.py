@@ -7,8 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from .._files import atomic_write, check_output_path
-from ._common import UsageError, check_figure_path, list_folder, positive_int, save_figure, written
+from ._common import UsageError, list_folder, positive_int
 
 _METHODS = ("cnn", "phash", "dhash", "ahash", "whash")
 _GROUPS_PRINTED = 20
@@ -90,16 +89,15 @@ def _check_outputs(args):
     """Every file and folder the command will write, checked before any image is read."""
     from ..duplicates import check_move_target
 
-    for path in (args.csv, args.json):
-        if path:
-            check_output_path(path)
-    if args.plot:
-        check_figure_path(args.plot)
     if args.move_to:
         check_move_target(args.move_to, args.folder, args.reference)
         if not args.move_log:
             args.move_log = str(Path(args.move_to) / time.strftime("imgretrieval-moves-%Y%m%d-%H%M%S.json"))
-        check_output_path(args.move_log)
+    args.outputs.check(
+        [("--csv", args.csv), ("--json", args.json), ("--plot", args.plot), ("--move-log", args.move_log)],
+        scans=[args.folder, args.reference],
+        figures=[args.plot],
+    )
 
 
 def _print_summary(found, redundant, args):
@@ -128,15 +126,16 @@ def _print_summary(found, redundant, args):
     return kept_or_reference
 
 
-def _write_csv(found, path):
-    with atomic_write(path, "w") as file:
+def _write_csv(found, path, outputs):
+    def write(file):
         writer = csv.DictWriter(file, fieldnames=["group", "first", "second", "distance"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(found.pair_rows())
-    written.append(str(path))
+
+    outputs.write_text(path, write)
 
 
-def _write_json(found, redundant, path):
+def _write_json(found, redundant, path, outputs):
     def name(index):
         item = found.items[index]
         return item if isinstance(item, str) else int(item)
@@ -150,9 +149,7 @@ def _write_json(found, redundant, path):
         "pairs": found.pair_rows(),
         "duplicates": found.to_dict(scores=True),
     }
-    with atomic_write(path, "w") as file:
-        json.dump(record, file, indent=1)
-    written.append(str(path))
+    outputs.write_text(path, lambda file: json.dump(record, file, indent=1))
 
 
 def run(args):
@@ -187,20 +184,20 @@ def run(args):
     redundant = found.redundant(keep="largest")
     kept = _print_summary(found, redundant, args)
     if args.csv:
-        _write_csv(found, args.csv)
+        _write_csv(found, args.csv, args.outputs)
         print(f"wrote {args.csv}", file=sys.stderr)
     if args.json:
-        _write_json(found, redundant, args.json)
+        _write_json(found, redundant, args.json, args.outputs)
         print(f"wrote {args.json}", file=sys.stderr)
     if args.plot and found.groups:
         from ..plotting import plot_duplicates
 
-        save_figure(plot_duplicates(found, keep=sorted(kept)), args.plot)
+        args.outputs.save_figure(plot_duplicates(found, keep=sorted(kept)), args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
     elif args.plot:
         print(f"no groups of duplicates: {args.plot} not written", file=sys.stderr)
     if args.move_to and len(redundant):
-        written.append(f"the log of the moves, {args.move_log}")
+        args.outputs.written.append(f"the log of the moves, {args.move_log}")
         moves = move_duplicates(found, args.move_to, root=args.folder, log=args.move_log)
         print(f"moved {len(moves)} files to {args.move_to}; undo with: imgretrieval dedupe --undo {args.move_log}")
     elif args.move_to:

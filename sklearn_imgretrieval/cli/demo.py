@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from ._common import check_figure_path, metrics_table, save_figure
+from ._common import metrics_table
 
 #: The queries of the picture: (photo, edit), one of each kind of edit.
 _SHOWN = (
@@ -48,7 +48,7 @@ def _scores(groups, neighbour_groups, is_query):
 
 
 def run(args):
-    check_figure_path(args.out)
+    args.outputs.check([("--out", args.out)], figures=[args.out])
     from .. import ImagePreprocessor, NearestImageRetriever, PretrainedCNNEmbedder, make_retrieval_pipeline
     from ..datasets import load_sample_photos, make_near_duplicates
     from ..plotting import plot_retrieval
@@ -100,5 +100,5 @@ def run(args):
         "green: a copy of the same photo, red: another image",
         fontsize=9,
     )
-    save_figure(fig, args.out)
+    args.outputs.save_figure(fig, args.out)
     print(f"wrote {args.out}")

@@ -4,9 +4,8 @@ import math
 import sys
 from pathlib import Path
 
-from .._files import check_output_path
+from .. import embedders
 from ._common import (
-    LEARNED_EMBEDDERS,
     UsageError,
     check_enough_images,
     embedder_arguments,
@@ -18,8 +17,6 @@ from ._common import (
     positive_int,
     printed_warnings,
     progress_bars,
-    save_index,
-    written,
 )
 
 _LARGE = 1 << 30  # bytes of memory or of index file worth a warning
@@ -120,7 +117,7 @@ def _new_pipeline(settings, n_images, fit_sample, chunk_size):
     image_shape = (size[0], size[1], 3 if settings["color"] == "rgb" else 1)
     fit_components_to(embedder, min(fit_sample, n_images), math.prod(image_shape))
     _warn_about_cost(n_images, image_shape, embedder, chunk_size)
-    if settings["embedder"] in LEARNED_EMBEDDERS and n_images > fit_sample:
+    if settings["embedder"] in embedders.LEARNED_EMBEDDERS and n_images > fit_sample:
         print(
             f"imgretrieval: {settings['embedder']} learns from a random sample of {fit_sample} of the "
             f"{n_images} images (--fit-sample), then every image streams through it",
@@ -135,8 +132,9 @@ def run(args):
     from ..indexing import build_index, dask_client, load_index
 
     output = Path(args.output)
-    check_output_path(output)
     checkpoint = output.with_name(output.name + ".partial")
+    # The index --update reads is the one it replaces, atomically: that output may name an input.
+    args.outputs.check([("-o", output), ("-o", checkpoint)], scans=[args.folder])
     paths, labels, class_names = list_folder(args.folder, verify=False)
     stored = None
     if args.update:
@@ -153,7 +151,7 @@ def run(args):
     settings = embedder_settings(args, stored)
     settings["metric"] = (stored or {}).get("metric") or args.metric or "cosine"
     settings["algorithm"] = (stored or {}).get("algorithm") or args.algorithm or "auto"
-    if settings["embedder"] in LEARNED_EMBEDDERS and len(paths) <= args.fit_sample and not args.update:
+    if settings["embedder"] in embedders.LEARNED_EMBEDDERS and len(paths) <= args.fit_sample and not args.update:
         # The embedder learns from every image: count only the readable ones (a small folder, so cheap).
         paths, labels, class_names = list_folder(args.folder, verify=True)
     check_enough_images(settings["embedder"], len(paths), args.folder)
@@ -174,9 +172,9 @@ def run(args):
                 )  # fmt: skip
     except KeyboardInterrupt:
         if checkpoint.exists():
-            written.append(f"the progress in {checkpoint} (run the same command again to continue)")
+            args.outputs.written.append(f"the progress in {checkpoint} (run the same command again to continue)")
         raise
-    save_index(index, output)
+    args.outputs.save_index(index, output)
     checkpoint.unlink(missing_ok=True)
     if args.update:
         if changes.skipped:

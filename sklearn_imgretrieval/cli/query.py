@@ -4,12 +4,8 @@ import json
 import sys
 from pathlib import Path
 
-from .._files import check_output_path
-from ..persistence import pickle_kind
-from ._common import UsageError, check_figure_path, positive_int, save_figure, save_index
-
-#: ``format`` of the dictionaries that earlier versions pickled as index files.
-PICKLED_INDEX_FORMAT = "sklearn-imgretrieval-index"
+from ..persistence import load_trusted_pickle, pickle_kind, pickle_refusal
+from ._common import UsageError, positive_int
 
 
 def add_parser(commands, formatter):
@@ -46,68 +42,32 @@ def add_parser(commands, formatter):
     parser.set_defaults(run=run)
 
 
-def _index_from_pickle(path):
-    """The ImageIndex in a pickle the user trusts: an earlier version's index dict."""
-    import joblib
-
-    from ..indexing import ImageIndex
-
-    try:
-        content = joblib.load(path)
-    except Exception as exc:  # any unpickling failure means: not an index
-        raise UsageError(f"{path} is not an index file: unpickling failed ({type(exc).__name__}: {exc})") from exc
-    if isinstance(content, ImageIndex):
-        return content
-    if isinstance(content, dict) and content.get("format") == PICKLED_INDEX_FORMAT and "pipeline" in content:
-        return ImageIndex(
-            content["pipeline"],
-            content.get("paths", []),
-            labels=content.get("labels"),
-            class_names=content.get("class_names"),
-            settings={"embedder": content.get("embedder")},
-        )
-    raise UsageError(f"{path} is a pickle, but not of an index written by `imgretrieval index`.")
-
-
 def read_index(path, *, trust_pickle=False, root=None):
     """Load an index file: the safe format, or a pickle only with ``trust_pickle``."""
-    from ..indexing import load_index
+    from ..indexing import ImageIndex, load_index
 
     kind = pickle_kind(path)
     if kind is None:
         return load_index(path, root=root)
     if not trust_pickle:
-        raise UsageError(
-            f"{path} is {kind}, which imgretrieval does not load: loading a pickle can run any code "
-            "its author put in it. If you made this file (an index from an earlier version) or trust "
-            "where it came from, pass --trust-pickle, with --convert-to photos.idx to rewrite it once "
-            "in the safe format."
-        )
-    return _index_from_pickle(path)
-
-
-def _batch_for(pipeline, n_images):
-    """Embed the queries in one batch of their own size.
-
-    Networks pad every batch to ``batch_size`` rows so that an embedding does
-    not depend on its batch-mates; for a few queries that is mostly padding
-    (32 images through the network for one). A query's embedding then
-    differs from the gallery's computation by float rounding (~1e-7), which
-    no ranking sees.
-    """
-    for _, step in pipeline.steps[:-1]:
-        if "batch_size" in getattr(step, "get_params", dict)():
-            step.set_params(batch_size=max(1, min(step.batch_size, n_images)))
+        raise UsageError(pickle_refusal(path, kind))
+    index = load_trusted_pickle(path)
+    if not isinstance(index, ImageIndex):
+        raise UsageError(f"{path} is a pickle, but not of an index written by `imgretrieval index`.")
+    return index
 
 
 def run(args):
+    from ..pipeline import set_query_batch_size
+
     if not args.images and not args.convert_to:
         raise UsageError("give at least one query image (or only --convert-to FILE to convert the index)")
     # Every output is checked before the index is loaded or an image decoded.
-    if args.convert_to:
-        check_output_path(args.convert_to)
-    if args.plot:
-        check_figure_path(args.plot)
+    args.outputs.check(
+        [("--convert-to", args.convert_to), ("--plot", args.plot)],
+        reads=[args.index, *args.images],
+        figures=[args.plot],
+    )
     if not Path(args.index).is_file():
         raise UsageError(f"no index file at {args.index}")
     missing = [image for image in args.images if not Path(image).is_file()]
@@ -115,7 +75,7 @@ def run(args):
         raise UsageError(f"no such image file: {', '.join(missing)}")
     index = read_index(args.index, trust_pickle=args.trust_pickle, root=args.root)
     if args.convert_to:
-        save_index(index, args.convert_to)
+        args.outputs.save_index(index, args.convert_to)
         print(f"wrote {args.convert_to}: the index in the safe format", file=sys.stderr)
     elif args.trust_pickle and pickle_kind(args.index):
         print(
@@ -126,7 +86,7 @@ def run(args):
         return
     gallery = index.paths
     k = min(args.k, len(gallery))
-    _batch_for(index.pipeline, len(args.images))
+    set_query_batch_size(index.pipeline, len(args.images))
     distances, indices = index.kneighbors(args.images, n_neighbors=k)
     results = [
         {
@@ -145,5 +105,5 @@ def run(args):
     if args.plot:
         from ..plotting import plot_retrieval
 
-        save_figure(plot_retrieval(args.images, gallery, indices, distances), args.plot)
+        args.outputs.save_figure(plot_retrieval(args.images, gallery, indices, distances), args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)

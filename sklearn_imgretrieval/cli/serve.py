@@ -4,9 +4,7 @@ import errno
 import ipaddress
 import socket
 import sys
-from pathlib import Path
 
-from ..persistence import pickle_kind
 from ._common import UsageError, positive_int
 
 _MEBIBYTE = 2**20
@@ -77,21 +75,6 @@ def _bind(host, port):
     return sock
 
 
-def _load(path):
-    from ..indexing import load_index
-
-    if not Path(path).is_file():
-        raise UsageError(f"no index file at {path}")
-    kind = pickle_kind(path)
-    if kind:
-        raise UsageError(
-            f"{path} is {kind} (an index from an earlier version); serve does not load pickles, which "
-            "can run code. Convert it once, if you made it or trust it: "
-            f"imgretrieval query {path} --trust-pickle --convert-to photos.idx"
-        )
-    return load_index(path)
-
-
 def run(args):
     try:
         import uvicorn
@@ -105,7 +88,9 @@ def run(args):
     loopback = _is_loopback(args.host)
     sock = _bind(args.host, args.port)
     try:
-        index = _load(args.index)
+        from ..indexing import load_index
+
+        index = load_index(args.index)
         app = create_app(
             index,
             default_k=args.k,

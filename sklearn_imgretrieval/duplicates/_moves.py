@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from .._files import atomic_write, check_output_path
+from .._files import atomic_write, check_outputs
 
 if TYPE_CHECKING:
     from .._typing import StrPath
@@ -103,7 +103,10 @@ def move_duplicates(
         ``(from, to)`` of every file moved.
     """
     check_move_target(target, root)
-    check_output_path(log)
+    from .._image_io import IMAGE_EXTENSIONS, is_path
+
+    images = [item for item in duplicates.items if is_path(item)]
+    check_outputs([("The move log", log)], reads=images, scans=[root], scanned_suffixes=IMAGE_EXTENSIONS)
     target, root = Path(target).resolve(), Path(root).resolve()
     moves = []
     for index in duplicates.redundant(keep=keep):

@@ -16,6 +16,11 @@ _EMBEDDERS = {
     "ContrastiveEmbedder": "._contrastive",
     "VAEEmbedder": "._vae",
     "PretrainedCNNEmbedder": "._pretrained",
+    # embedders by name; Keras is imported only when a Keras embedder is built
+    "DEFAULT_EPOCHS": "._factory",
+    "LEARNED_EMBEDDERS": "._factory",
+    "embedder_defaults": "._factory",
+    "make_embedder": "._factory",
 }
 
 __all__ = sorted(_EMBEDDERS)
@@ -23,7 +28,8 @@ __all__ = sorted(_EMBEDDERS)
 
 def __getattr__(name):
     if name in _EMBEDDERS:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+        if _EMBEDDERS[name] != "._factory":
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
         value = getattr(importlib.import_module(_EMBEDDERS[name], __name__), name)
         globals()[name] = value
         return value

@@ -16,6 +16,7 @@ import time
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..pipeline import set_query_batch_size
 from ..preprocessing import ImagePreprocessor
 
 __all__ = ["IndexSearcher", "ServerStopping", "UnreadableImage"]
@@ -39,9 +40,8 @@ def _prepare_pipeline(pipeline, batch_size):
     Only the in-memory copy changes, never the index file.
     """
     pipeline[0].set_params(n_jobs=1)
-    for _, step in pipeline.steps[1:-1]:
-        if batch_size is not None and hasattr(step, "get_params") and "batch_size" in step.get_params(deep=False):
-            step.set_params(batch_size=batch_size)
+    if batch_size is not None:
+        set_query_batch_size(pipeline, batch_size)
 
 
 class IndexSearcher:
