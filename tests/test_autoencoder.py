@@ -22,6 +22,8 @@ from sklearn_imgretrieval import (
 )
 from sklearn_imgretrieval.datasets import load_digits_images
 
+pytestmark = pytest.mark.network  # every test trains a Keras network
+
 TINY = dict(latent_dim=4, hidden_units=(16,), filters=(4, 8), epochs=2, batch_size=32, random_state=0)
 
 

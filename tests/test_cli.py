@@ -19,6 +19,8 @@ from PIL import Image
 
 from sklearn_imgretrieval import cli
 
+pytestmark = pytest.mark.network  # the commands run in new processes, each importing TensorFlow for its embedder
+
 
 def run(*args, check_status=0):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg")

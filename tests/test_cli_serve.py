@@ -26,6 +26,8 @@ from sklearn_imgretrieval import ImagePreprocessor, NearestImageRetriever, cli, 
 from sklearn_imgretrieval.indexing import ImageIndex
 from sklearn_imgretrieval.persistence import HEADER
 
+pytestmark = pytest.mark.network  # the server starts in new processes, each importing TensorFlow
+
 
 @pytest.fixture(scope="module")
 def index_file(tmp_path_factory):
@@ -144,6 +146,7 @@ def test_serving_an_index_without_a_network_does_not_import_keras(index_file):
 import sys
 from starlette.testclient import TestClient
 from sklearn_imgretrieval.serve import create_app
+
 with TestClient(create_app({str(index_file)!r}), base_url="http://127.0.0.1") as client:
     assert client.get("/api/images/0/neighbors").status_code == 200
 assert "keras" not in sys.modules and "tensorflow" not in sys.modules

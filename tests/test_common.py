@@ -84,6 +84,11 @@ def _expected_failed_checks(estimator):
     return EXPECTED_FAILED_CHECKS.get(type(estimator).__name__, {})
 
 
+def _builds_a_network(estimator):
+    """The Keras embedders: their checks build and train networks (the ``network`` marker)."""
+    return type(estimator).__module__.startswith("sklearn_imgretrieval.embedders")
+
+
 def test_every_public_estimator_is_found():
     public = {
         name
@@ -95,15 +100,26 @@ def test_every_public_estimator_is_found():
     assert {"ImagePreprocessor", "NearestImageRetriever", "RetrievalPipeline", "PretrainedCNNEmbedder"} <= public
 
 
-@parametrize_with_checks(list(_instances()), expected_failed_checks=_expected_failed_checks)
+@parametrize_with_checks(
+    [e for e in _instances() if not _builds_a_network(e)], expected_failed_checks=_expected_failed_checks
+)
 def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.network
+@parametrize_with_checks(
+    [e for e in _instances() if _builds_a_network(e)], expected_failed_checks=_expected_failed_checks
+)
+def test_sklearn_compatible_network(estimator, check):
     check(estimator)
 
 
 def _library_checks():
     for estimator in _instances():
+        marks = [pytest.mark.network] if _builds_a_network(estimator) else []
         for check in yield_checks(estimator):
-            yield pytest.param(estimator, check, id=f"{estimator!r:.60}-{check.__name__}")
+            yield pytest.param(estimator, check, id=f"{estimator!r:.60}-{check.__name__}", marks=marks)
 
 
 @pytest.mark.parametrize("estimator, check", list(_library_checks()))

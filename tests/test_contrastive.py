@@ -14,6 +14,8 @@ from sklearn_imgretrieval.datasets import load_digits_images
 from sklearn_imgretrieval.embedders._augmentation import RandomView
 from sklearn_imgretrieval.embedders._contrastive import nt_xent
 
+pytestmark = pytest.mark.network  # every test trains a Keras network
+
 TINY = dict(latent_dim=8, filters=(8, 16), projection_units=(16, 8), epochs=2, batch_size=80, random_state=0)
 
 

@@ -122,6 +122,7 @@ def test_local_workers_keep_the_default_memory_trimming(client):
     assert set(client.run(lambda: os.environ.get("OMP_NUM_THREADS")).values()) == {"1"}  # Dask's others stay
 
 
+@pytest.mark.network  # trains a Keras autoencoder
 def test_grid_search_runs_on_the_joblib_dask_backend(client):
     rng = np.random.default_rng(0)
     images = rng.random((60, 8, 8, 1), dtype=np.float32)
@@ -138,6 +139,7 @@ def test_grid_search_runs_on_the_joblib_dask_backend(client):
     np.testing.assert_allclose(search.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"])
 
 
+@pytest.mark.network  # trains a Keras autoencoder
 def test_transform_of_a_dask_array_is_a_dask_array():
     images = np.random.default_rng(0).random((40, 8, 8), dtype=np.float32)
     lazy = da.from_array(images, chunks=(15, 8, 8))

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.network  # the examples build Keras networks
+
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("plot_*.py"))
 FIGURES = {
     "plot_compare_embedders.py": "compare_embedders.png",

@@ -4,7 +4,6 @@ import tracemalloc
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import sklearn
 from sklearn.cluster import DBSCAN
 from sklearn.exceptions import NotFittedError
 from sklearn.neighbors import KNeighborsTransformer, NearestNeighbors
@@ -95,18 +94,24 @@ def test_score_is_precision_at_k(gallery):
     assert retriever.score(queries, y_queries) == pytest.approx(expected)
 
 
-def test_queries_are_chunked_not_one_distance_matrix():
-    # With the full 4000 x 4000 float64 distance matrix (128 MB) the peak
-    # would be above it; chunked search stays below a quarter of it.
-    rng = np.random.default_rng(0)
-    X = rng.random((4000, 16))
-    retriever = NearestImageRetriever(n_neighbors=5, algorithm="brute", metric="cosine").fit(X)
-    with sklearn.config_context(working_memory=8):
-        tracemalloc.start()
-        retriever.kneighbors(X)
+def test_leave_one_out_reads_and_rescores_the_gallery_a_chunk_at_a_time(monkeypatch):
+    # This library's own chunking: the gallery rows re-queried by kneighbors(X=None) and the
+    # float64 re-scoring of FAISS's exact answers. All at once, the candidates' rows alone
+    # would take 20,000 x 6 x 32 float64 values (30.7 MB).
+    from sklearn_imgretrieval.neighbors import _retriever
+
+    X = np.random.default_rng(0).random((20_000, 32), dtype=np.float32)
+    retriever = NearestImageRetriever(n_neighbors=5, algorithm="flat", metric="cosine").fit(X)
+    expected = retriever.kneighbors(return_distance=False)
+    monkeypatch.setattr(_retriever, "_LEAVE_ONE_OUT_CHUNK", 1000)
+    tracemalloc.start()
+    try:
+        found = retriever.kneighbors(return_distance=False)
         _, peak = tracemalloc.get_traced_memory()
+    finally:
         tracemalloc.stop()
-    assert peak < 4000 * 4000 * 8 / 4
+    np.testing.assert_array_equal(found, expected)
+    assert peak < 20_000 * 6 * 32 * 8 / 4
 
 
 def test_pickle_round_trip(gallery):

@@ -89,6 +89,7 @@ def saved(fitted, tmp_path_factory):
     return folder
 
 
+@pytest.mark.network  # the fixtures train Keras networks
 # ------------------------------------------------------------- round trips
 @pytest.mark.parametrize(
     "name",
@@ -110,6 +111,7 @@ def test_every_kind_of_estimator_round_trips_bit_identically(fitted, saved, name
     np.testing.assert_array_equal(_answers(loaded, X), _answers(estimator, X))
 
 
+@pytest.mark.network  # the fixtures train Keras networks
 def test_round_trip_in_a_fresh_process(fitted, saved, tmp_path):
     # Lite0 is left to test_cli's lite0 index, queried in another process: building it twice more is slow.
     names = [name for name in fitted if not name.startswith("lite0")]
@@ -155,6 +157,7 @@ def test_a_binary_index_round_trips(tmp_path):
     np.testing.assert_array_equal(_answers(load(tmp_path / "binary.skops"), codes[:5]), _answers(retriever, codes[:5]))
 
 
+@pytest.mark.network  # the fixtures train Keras networks
 def test_the_file_records_the_format_and_replaces_atomically(fitted, saved, tmp_path):
     with zipfile.ZipFile(saved / "retriever.skops") as archive:
         header = json.loads(archive.read(HEADER))
@@ -189,6 +192,7 @@ def test_parameters_holding_code_cannot_be_saved(estimator, parameter, tmp_path)
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.network  # the fixtures train Keras networks
 def test_a_keras_model_backbone_cannot_be_saved(tmp_path):
     inputs = keras.Input((32, 32, 3))
     backbone = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))
@@ -256,6 +260,7 @@ def _rewrite(source, target, edit_schema):
             new.writestr(info.filename, data)
 
 
+@pytest.mark.network  # the fixtures train Keras networks
 @pytest.mark.parametrize(
     "module, name, refused",
     [
@@ -289,6 +294,7 @@ def _flipped(data):
     return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
 
 
+@pytest.mark.network  # the fixtures train Keras networks
 @pytest.mark.parametrize("damage", [_truncated, _flipped, lambda data: b"", lambda data: os.urandom(300)])
 def test_damaged_files_give_a_clear_error(saved, tmp_path, damage):
     path = tmp_path / "damaged.skops"
@@ -306,6 +312,7 @@ def _with_header(source, target, header):
             new.writestr(HEADER, header if isinstance(header, bytes) else json.dumps(header))
 
 
+@pytest.mark.network  # the fixtures train Keras networks
 def test_headers_that_are_missing_garbled_or_newer(saved, tmp_path):
     source, path = saved / "preprocessor.skops", tmp_path / "edited.skops"
     header = json.loads(zipfile.ZipFile(source).read(HEADER))
@@ -332,6 +339,7 @@ def test_headers_that_are_missing_garbled_or_newer(saved, tmp_path):
         load(tmp_path / "missing.skops")
 
 
+@pytest.mark.network  # the fixtures train Keras networks
 def test_tampered_object_state_is_reported_not_raised_raw(saved, tmp_path):
     def break_weights(schema):
         schema["content"]["content"]["_keras_weights"]["content"]["encoder_"]["content"].pop()
@@ -342,6 +350,7 @@ def test_tampered_object_state_is_reported_not_raised_raw(saved, tmp_path):
         load(path)
 
 
+@pytest.mark.network  # the fixtures train Keras networks
 # ------------------------------------------------------ Keras's own format
 def test_keras_networks_load_back_in_safe_mode(fitted, tmp_path):
     from sklearn_imgretrieval.embedders._pretrained import GeneralizedMeanPooling2D, ImageNetPixels

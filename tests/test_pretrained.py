@@ -29,6 +29,8 @@ from sklearn_imgretrieval import (
 from sklearn_imgretrieval.datasets import load_digits_images
 from sklearn_imgretrieval.embedders import _lite0
 
+pytestmark = pytest.mark.network  # every test builds a Keras network
+
 RANDOM = dict(weights=None, input_size=32, batch_size=16, random_state=0)
 
 

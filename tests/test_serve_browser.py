@@ -16,10 +16,13 @@ import sys
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(
-    not os.access(CHROMIUM, os.X_OK),
-    reason=f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does) to test the web page",
-)
+pytestmark = [
+    pytest.mark.network,  # a served index with a network, driven in Chromium
+    pytest.mark.skipif(
+        not os.access(CHROMIUM, os.X_OK),
+        reason=f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does) to test the web page",
+    ),
+]
 # Offline and quiet: no updates, sync, or first-run pages; the sandbox needs privileges a container lacks.
 CHROMIUM_ARGS = [
     "--no-sandbox",

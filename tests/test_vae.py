@@ -8,6 +8,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn_imgretrieval import ImagePreprocessor, VAEEmbedder
 from sklearn_imgretrieval.datasets import load_digits_images
 
+pytestmark = pytest.mark.network  # every test trains a Keras network
+
 TINY = dict(latent_dim=3, hidden_units=(16,), filters=(4, 8), epochs=2, batch_size=32, random_state=0)
 
 
