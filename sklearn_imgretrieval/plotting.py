@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,6 +35,18 @@ def _pyplot():
             "`pip install matplotlib` or `pip install sklearn-imgretrieval[plot]`."
         ) from exc
     return plt
+
+
+def _with_parameters_of(method, wrapper):
+    """``wrapper``'s docstring with its ``{parameters}`` line replaced by ``method``'s Parameters section.
+
+    A ``plot_*`` function takes the parameters of its display's method:
+    they are documented once, there.
+    """
+    source = inspect.getdoc(method)
+    start = source.index("Parameters\n----------\n")
+    parameters = source[start : source.index("\n\nReturns\n-------", start)]
+    return inspect.cleandoc(wrapper.__doc__).replace("{parameters}", parameters)
 
 
 def _displayable(image, image_shape=None):
@@ -364,26 +377,9 @@ def plot_retrieval(
 ) -> Figure:
     """A grid with one query per row followed by its neighbours.
 
-    Parameters
-    ----------
-    query_images : sequence of images
-        Paths, PIL images, arrays or flattened rows, one per query.
-    gallery_images : sequence of images
-        The gallery, indexed by ``indices``.
-    indices : array-like of shape (n_queries, n_neighbors)
-        Gallery indices of each query's neighbours, as ``kneighbors`` returns.
-    distances : array-like of shape (n_queries, n_neighbors), default=None
-        Shown in the neighbours' titles.
-    query_labels, gallery_labels : array-like, default=None
-        When both are given, neighbours sharing the query's label are framed
-        in green and the others in red.
-    query_titles : sequence of str, default=None
-        Titles of the queries; ``"query: <label>"`` (or ``"query"``) otherwise.
-    image_shape : tuple, default=None
-        ``(H, W[, C])`` of flattened rows that are not square images.
-    ax : matplotlib Axes, default=None
-        Draw into this axes (its area is split into the grid); a new figure
-        otherwise.
+    The figure of :meth:`RetrievalDisplay.from_predictions`.
+
+    {parameters}
 
     Returns
     -------
@@ -413,6 +409,9 @@ def plot_retrieval(
         image_shape=image_shape,
     )
     return display.plot(query_titles=query_titles, ax=ax).figure_
+
+
+plot_retrieval.__doc__ = _with_parameters_of(RetrievalDisplay.from_predictions, plot_retrieval)
 
 
 def _project(embeddings: ArrayLike, method: str, random_state: int | None) -> tuple[np.ndarray, str]:
@@ -613,19 +612,9 @@ def plot_embedding(
 ) -> Figure:
     """A 2-D scatter of embeddings, coloured by label or cluster.
 
-    Parameters
-    ----------
-    embeddings : array-like of shape (n_samples, n_features)
-        Embeddings, for example an embedder's ``transform`` output.
-    labels : array-like of shape (n_samples,), default=None
-        Class or cluster of each point; one colour each, with a legend.
-    method : {"pca", "tsne"}, default="pca"
-        Projection to 2-D: PCA (fast, linear) or t-SNE (slower, keeps local
-        neighbourhoods). Embeddings with 2 features are drawn as they are.
-    random_state : int, default=0
-        Seed of the projection.
-    ax : matplotlib Axes, default=None
-        Draw into this axes; a new figure otherwise.
+    The figure of :meth:`EmbeddingDisplay.from_predictions`.
+
+    {parameters}
 
     Returns
     -------
@@ -649,6 +638,9 @@ def plot_embedding(
     return EmbeddingDisplay.from_predictions(
         embeddings, labels, method=method, random_state=random_state, ax=ax
     ).figure_
+
+
+plot_embedding.__doc__ = _with_parameters_of(EmbeddingDisplay.from_predictions, plot_embedding)
 
 
 def _short_name(item, width=18):
