@@ -4,7 +4,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..persistence import load_trusted_pickle, pickle_kind, pickle_refusal
+from ..persistence import pickle_kind, pickle_refusal
 from ._common import UsageError, positive_int
 
 
@@ -44,17 +44,12 @@ def add_parser(commands, formatter):
 
 def read_index(path, *, trust_pickle=False, root=None):
     """Load an index file: the safe format, or a pickle only with ``trust_pickle``."""
-    from ..indexing import ImageIndex, load_index
+    from ..indexing import load_index
 
     kind = pickle_kind(path)
-    if kind is None:
-        return load_index(path, root=root)
-    if not trust_pickle:
+    if kind is not None and not trust_pickle:
         raise UsageError(pickle_refusal(path, kind))
-    index = load_trusted_pickle(path)
-    if not isinstance(index, ImageIndex):
-        raise UsageError(f"{path} is a pickle, but not of an index written by `imgretrieval index`.")
-    return index
+    return load_index(path, root=root, trust_pickle=trust_pickle)
 
 
 def run(args):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..duplicates import find_duplicates
-from ..persistence import load
+from ..persistence import load, load_trusted_pickle, pickle_kind
 from ._records import _check_path_list, _stat, file_stats
 from ._streaming import Appender
 
@@ -304,7 +304,31 @@ class ImageIndex:
         )
 
 
-def load_index(path: StrPath, root: StrPath | None = None, trusted: Sequence[str | type] | None = None) -> ImageIndex:
+#: ``format`` of the dictionaries that earlier versions pickled as index files.
+PICKLED_INDEX_FORMAT = "sklearn-imgretrieval-index"
+
+
+def _index_from_pickle(path):
+    """The ImageIndex in a pickle the user trusts: an ImageIndex, or an earlier version's index dict."""
+    content = load_trusted_pickle(path)
+    if isinstance(content, dict) and content.get("format") == PICKLED_INDEX_FORMAT and "pipeline" in content:
+        return ImageIndex(
+            content["pipeline"],
+            content.get("paths", []),
+            labels=content.get("labels"),
+            class_names=content.get("class_names"),
+            settings={"embedder": content.get("embedder")},
+        )
+    return content
+
+
+def load_index(
+    path: StrPath,
+    root: StrPath | None = None,
+    trusted: Sequence[str | type] | None = None,
+    *,
+    trust_pickle: bool = False,
+) -> ImageIndex:
     """Read an :class:`ImageIndex` written by ``save`` (or ``imgretrieval index``).
 
     Parameters
@@ -317,6 +341,10 @@ def load_index(path: StrPath, root: StrPath | None = None, trusted: Sequence[str
     trusted : list of str, default=None
         Types from other packages that the pipeline holds and you trust, as
         for :func:`sklearn_imgretrieval.load`.
+    trust_pickle : bool, default=False
+        Read ``path`` even when it is a pickle, as earlier versions wrote
+        index files. Unpickling runs any code the file's author chose: only
+        for a file you made or trust; save it again to convert it once.
 
     Returns
     -------
@@ -342,7 +370,7 @@ def load_index(path: StrPath, root: StrPath | None = None, trusted: Sequence[str
     >>> load_index(file, root="/new").paths
     ['/new/a.png', '/new/b.png']
     """
-    index = load(path, trusted=trusted)
+    index = _index_from_pickle(path) if trust_pickle and pickle_kind(path) else load(path, trusted=trusted)
     if not isinstance(index, ImageIndex):
         raise ValueError(
             f"{path} holds a {type(index).__name__}, not an image index. Build one with "

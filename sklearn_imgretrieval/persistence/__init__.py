@@ -16,8 +16,8 @@ when the user trusts one (:func:`convert_pickle`).
 """
 
 from ._format import FORMAT_VERSION, HEADER
-from ._pickles import convert_pickle, load_trusted_pickle, pickle_kind, pickle_refusal
-from ._safe_format import load, save
+from ._pickles import load_trusted_pickle, pickle_kind, pickle_refusal
+from ._safe_format import convert_pickle, load, save
 
 __all__ = [
     "FORMAT_VERSION",

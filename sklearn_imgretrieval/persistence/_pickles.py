@@ -1,5 +1,5 @@
 """Pickles: how they are recognised, the one message that refuses them, and
-their conversion to the safe format when the user trusts one."""
+reading one the user trusts (``convert_pickle`` rewrites it safely)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ _JOBLIB_COMPRESSED = (
     b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda",  # zlib
     b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x5d\x00\x00", b"\x04\x22\x4d\x18",  # gzip, bz2, xz, lzma, lz4
 )  # fmt: skip
-#: ``format`` of the dictionaries that earlier versions pickled as index files.
-PICKLED_INDEX_FORMAT = "sklearn-imgretrieval-index"
 
 
 def pickle_kind(path):
@@ -47,7 +45,7 @@ def pickle_refusal(path, kind):
 
 
 def load_trusted_pickle(path: StrPath) -> Any:
-    """Unpickle a file the user trusts; an earlier version's index dictionary becomes an ImageIndex.
+    """Unpickle a file the user trusts.
 
     Parameters
     ----------
@@ -62,60 +60,7 @@ def load_trusted_pickle(path: StrPath) -> Any:
     """
     import joblib
 
-    from ..indexing import ImageIndex
-
     try:
-        content = joblib.load(path)
+        return joblib.load(path)
     except Exception as exc:  # any unpickling failure means: not a file of ours
         raise ValueError(f"{path} could not be unpickled ({type(exc).__name__}: {exc}).") from exc
-    if isinstance(content, dict) and content.get("format") == PICKLED_INDEX_FORMAT and "pipeline" in content:
-        return ImageIndex(
-            content["pipeline"],
-            content.get("paths", []),
-            labels=content.get("labels"),
-            class_names=content.get("class_names"),
-            settings={"embedder": content.get("embedder")},
-        )
-    return content
-
-
-def convert_pickle(source: StrPath, destination: StrPath) -> Any:
-    """Rewrite a pickle you trust in the safe format, once.
-
-    Parameters
-    ----------
-    source : str or path-like
-        A pickle or joblib file of a fitted estimator, pipeline or image
-        index (earlier versions wrote indexes as pickles). It is unpickled,
-        which runs any code its author chose: only for files you made or
-        trust.
-    destination : str or path-like
-        The safe file to write (``.skops``; ``.idx`` for an index); it may
-        not be ``source``, which is left as it is.
-
-    Returns
-    -------
-    obj : object
-        The object, as :func:`~sklearn_imgretrieval.load` will read it back.
-
-    Examples
-    --------
-    >>> import pathlib, tempfile
-    >>> import joblib
-    >>> from sklearn.decomposition import PCA
-    >>> from sklearn_imgretrieval import load
-    >>> from sklearn_imgretrieval.persistence import convert_pickle
-    >>> folder = pathlib.Path(tempfile.mkdtemp())
-    >>> _ = joblib.dump(PCA(1).fit([[0.0, 1.0], [1.0, 0.0]]), folder / "pca.joblib")
-    >>> convert_pickle(folder / "pca.joblib", folder / "pca.skops")
-    PCA(n_components=1)
-    >>> load(folder / "pca.skops").n_components_
-    1
-    """
-    from .._files import check_outputs
-    from ._safe_format import save
-
-    check_outputs([("destination", destination)], reads=[source])
-    obj = load_trusted_pickle(source)
-    save(obj, destination)
-    return obj

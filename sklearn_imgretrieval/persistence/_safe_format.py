@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._files import atomic_write, check_output_path
+from .._files import atomic_write, check_output_path, check_outputs
 from ._format import HEADER, damaged, header_for, qualified_name, read_header
+from ._pickles import load_trusted_pickle
 from ._reader import PROTOCOL, NotReadHere, SchemaReader, UntrustedTypes, read_schema
 from ._trust import library_class, type_names
 
@@ -203,4 +204,43 @@ def load(path: StrPath, trusted: Sequence[str | type] | None = None) -> Any:
         raise damaged(path, exc) from exc
     if qualified_name(type(obj)) != header["type"] and library_class(header["type"]) is not type(obj):
         raise damaged(path, ValueError(f"the header says {header['type']}, the file holds {type(obj).__name__}"))
+    return obj
+
+
+def convert_pickle(source: StrPath, destination: StrPath) -> Any:
+    """Rewrite a pickle you trust in the safe format, once.
+
+    Parameters
+    ----------
+    source : str or path-like
+        A pickle or joblib file of a fitted estimator or pipeline. It is
+        unpickled, which runs any code its author chose: only for files you
+        made or trust. (An index file of an earlier version is converted by
+        ``load_index(path, trust_pickle=True)`` and ``save``.)
+    destination : str or path-like
+        The safe file to write (``.skops``; ``.idx`` for an index); it may
+        not be ``source``, which is left as it is.
+
+    Returns
+    -------
+    obj : object
+        The object, as :func:`~sklearn_imgretrieval.load` will read it back.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> import joblib
+    >>> from sklearn.decomposition import PCA
+    >>> from sklearn_imgretrieval import load
+    >>> from sklearn_imgretrieval.persistence import convert_pickle
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = joblib.dump(PCA(1).fit([[0.0, 1.0], [1.0, 0.0]]), folder / "pca.joblib")
+    >>> convert_pickle(folder / "pca.joblib", folder / "pca.skops")
+    PCA(n_components=1)
+    >>> load(folder / "pca.skops").n_components_
+    1
+    """
+    check_outputs([("destination", destination)], reads=[source])
+    obj = load_trusted_pickle(source)
+    save(obj, destination)
     return obj
