@@ -125,6 +125,61 @@ def read_header(item):
     return shape[:2] + (1 if shape[2] in (1, 2) else 3,)
 
 
+#: EXIF tags: camera make and model (IFD0), date and time taken (Exif IFD), and that IFD's pointer.
+_EXIF_MAKE, _EXIF_MODEL, _EXIF_DATETIME, _EXIF_IFD, _EXIF_TAKEN = 0x010F, 0x0110, 0x0132, 0x8769, 0x9003
+
+
+def _exif_text(value):
+    """An EXIF ASCII value as clean text (None when absent or blank)."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if not isinstance(value, str):
+        return None
+    value = value.replace("\x00", "").strip()
+    return value or None
+
+
+#: The luminance quantization table of the JPEG standard (Annex K), which encoders scale by quality.
+_JPEG_LUMINANCE_SUM = sum(
+    (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+     14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99)
+)  # fmt: skip
+
+
+def _jpeg_quality(img):
+    """The quality (1-100) a JPEG was saved at, from its luminance table as libjpeg scales it; None if not a JPEG."""
+    tables = getattr(img, "quantization", None)
+    if not tables or 0 not in tables:
+        return None
+    scale = 100 * sum(tables[0]) / _JPEG_LUMINANCE_SUM  # libjpeg: 5000 / q below 50, 200 - 2q above
+    quality = 5000 / scale if scale > 100 else (200 - scale) / 2
+    return int(round(min(100.0, max(1.0, quality))))
+
+
+def read_facts(path):
+    """What a file's header says about the image in it, without decoding pixels.
+
+    Returns a dict: ``height``, ``width`` (upright), ``format`` (Pillow's
+    name, such as ``"JPEG"``), ``camera`` (EXIF make and model, or None),
+    ``taken`` (EXIF date and time taken, ``"YYYY:MM:DD HH:MM:SS"``, or None)
+    and ``quality`` (a JPEG's estimated quality, 1-100, else None).
+    """
+    with Image.open(path) as img:
+        height, width = _oriented_size(img)
+        exif = img.getexif()
+        camera = " ".join(filter(None, (_exif_text(exif.get(_EXIF_MAKE)), _exif_text(exif.get(_EXIF_MODEL)))))
+        taken = _exif_text(exif.get_ifd(_EXIF_IFD).get(_EXIF_TAKEN)) or _exif_text(exif.get(_EXIF_DATETIME))
+        return {
+            "height": height,
+            "width": width,
+            "format": img.format,
+            "camera": camera or None,
+            "taken": taken,
+            "quality": _jpeg_quality(img),
+        }
+
+
 def output_size(height, width, size, crop):
     """(H, W) an image of ``height x width`` becomes after crop and resize."""
     if size is not None:

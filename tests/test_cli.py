@@ -432,7 +432,9 @@ def test_dedupe_prints_groups_and_writes_csv_json_plot(copies, tmp_path):
         "--plot", out["groups.png"],
     )  # fmt: skip
     summary = result.stdout.splitlines()[0]
-    assert summary.startswith("3 groups of duplicates: 9 of 11 images; removing all but the largest of each group (6")
+    assert summary.startswith(
+        "3 groups of duplicates: 9 of 11 images; removing all but the kept image of each group (6"
+    )
     assert "broken.jpg" in result.stderr and "warning" in result.stderr  # reported, skipped
     groups = [line for line in result.stdout.splitlines() if line.startswith("group ")]
     assert len(groups) == 3
@@ -478,7 +480,7 @@ def test_dedupe_moves_copies_and_undoes(copies, tmp_path, capsys):
     result = run_without_keras("dedupe", folder, "--method", "phash", "--move-to", target, "--move-log", log)
     assert f"moved 6 files to {target}" in result.stdout
     assert (target / "old" / "coffee_small.jpg").is_file() and not (folder / "old" / "coffee_small.jpg").exists()
-    assert (folder / "coffee.jpg").is_file()  # the largest of its group stays
+    assert (folder / "coffee.jpg").is_file()  # the original (most pixels; copies were made later) stays
     assert len(json.loads(log.read_text())["moves"]) == 6
     assert main(["dedupe", "--undo", str(log)]) == 0
     assert "moved back 6 files" in capsys.readouterr().out

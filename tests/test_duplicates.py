@@ -145,10 +145,10 @@ def test_result_formats(photo_folder):
     assert isinstance(frame, pd.DataFrame) and frame["distance"].is_monotonic_increasing
 
 
-def test_redundant_keeps_the_largest_image(photo_folder):
+def test_keep_largest_keeps_the_image_with_most_pixels(photo_folder):
     _, paths, _ = photo_folder
     found = find_duplicates(paths, method="phash")
-    redundant = set(found.redundant().tolist())
+    redundant = set(found.redundant(keep="largest").tolist())
     for group in found.groups:
         kept = [i for i in group if i not in redundant]
         assert len(kept) == 1
@@ -247,4 +247,4 @@ def test_move_duplicates_never_overwrites_and_can_be_undone(photo_folder, tmp_pa
     restored, skipped = undo_moves(log)
     assert len(restored) == len(moves) and skipped == []
     assert {p: p.read_bytes() for p in paths} == before
-    assert undo_moves(log) == ([], [(source, "a file is already there") for source, _ in moves])
+    assert undo_moves(log) == ([], [(destination, "a file is already at its old place") for _, destination in moves])

@@ -25,7 +25,7 @@ def add_parser(commands, formatter):
         "  imgretrieval dedupe photos/ --csv duplicates.csv --plot duplicates.png\n"
         "  imgretrieval dedupe photos/ --method phash                  # fast, finds re-encoded/resized copies\n"
         "  imgretrieval dedupe new_photos/ --reference archive/ --csv found.csv\n"
-        "  imgretrieval dedupe photos/ --move-to duplicates/           # keeps the largest image of each group\n"
+        "  imgretrieval dedupe photos/ --move-to duplicates/           # keeps the original of each group\n"
         "  imgretrieval dedupe --undo duplicates/imgretrieval-moves-20250101-120000.json",
         formatter_class=formatter,
     )
@@ -60,8 +60,16 @@ def add_parser(commands, formatter):
     parser.add_argument(
         "--move-to",
         metavar="FOLDER",
-        help="move all but the largest image of each group there (with --reference: every image of FOLDER "
+        help="move all but the kept image of each group there (with --reference: every image of FOLDER "
         "found in the reference), keeping their paths relative to FOLDER; never deletes, never overwrites",
+    )
+    parser.add_argument(
+        "--keep",
+        choices=("original", "largest", "oldest", "newest", "shortest-path", "first"),
+        default="original",
+        help="which image of a group stays: original (default: camera metadata, then most pixels, then the "
+        "earliest date taken or modified, then a camera's format such as JPEG over PNG, then the largest file), "
+        "largest (most pixels, then file size), oldest, newest, shortest-path, first",
     )
     parser.add_argument("--move-log", metavar="FILE", help="log of the moves (default: in the --move-to folder)")
     parser.add_argument("--undo", metavar="LOG", help="move back the files listed in a move log, and stop")
@@ -80,6 +88,10 @@ def _undo(log):
     from ..duplicates import undo_moves
 
     restored, skipped = undo_moves(log)
+    back = [path for path, reason in skipped if reason == "a file is already at its old place"]
+    if not restored and len(back) == len(skipped):
+        print(f"nothing left to move: the {len(skipped)} files listed in {log} are back at their old places")
+        return
     print(f"moved back {len(restored)} files listed in {log}")
     for path, reason in skipped:
         print(f"imgretrieval: warning: not moved back: {path} ({reason})", file=sys.stderr)
@@ -100,7 +112,7 @@ def _check_outputs(args):
     )
 
 
-def _print_summary(found, redundant, args):
+def _print_summary(found, redundant, kept, args):
     kept_or_reference = set().union(*map(set, found.groups)) - set(redundant.tolist()) if found.groups else set()
     saved = sum(os.path.getsize(found.items[i]) for i in redundant)
     n_files = sum(len(group) for group in found.groups)
@@ -112,10 +124,10 @@ def _print_summary(found, redundant, args):
     else:
         print(
             f"{len(found.groups)} groups of duplicates: {n_files} of {found.n_queries} images; removing all but "
-            f"the largest of each group ({len(redundant)} files) would save {_size(saved)}"
+            f"the kept image of each group ({len(redundant)} files, --keep {args.keep}) would save {_size(saved)}"
         )
     for number, group in enumerate(found.groups[:_GROUPS_PRINTED]):
-        print(f"group {number} ({len(group)} images)")
+        print(f"group {number} ({len(group)} images), kept for: {kept[number][1]}")
         for index in group:
             mark = "keep" if index in kept_or_reference else "dup "
             if found.has_reference:
@@ -135,7 +147,7 @@ def _write_csv(found, path, outputs):
     outputs.write_text(path, write)
 
 
-def _write_json(found, redundant, path, outputs):
+def _write_json(found, redundant, kept, path, outputs):
     def name(index):
         item = found.items[index]
         return item if isinstance(item, str) else int(item)
@@ -146,6 +158,7 @@ def _write_json(found, redundant, path, outputs):
         "max_distance": found.max_distance,
         "groups": [[name(i) for i in group] for group in found.groups],
         "redundant": [name(i) for i in redundant],
+        "kept": [{"item": name(i), "reason": reason} for i, reason in kept],
         "pairs": found.pair_rows(),
         "duplicates": found.to_dict(scores=True),
     }
@@ -181,24 +194,25 @@ def run(args):
         hash_size=settings.hash_size,
         n_jobs=-1,
     )
-    redundant = found.redundant(keep="largest")
-    kept = _print_summary(found, redundant, args)
+    kept = found.kept(keep=args.keep)
+    redundant = found.redundant(keep=args.keep)
+    kept_or_reference = _print_summary(found, redundant, kept, args)
     if args.csv:
         _write_csv(found, args.csv, args.outputs)
         print(f"wrote {args.csv}", file=sys.stderr)
     if args.json:
-        _write_json(found, redundant, args.json, args.outputs)
+        _write_json(found, redundant, kept, args.json, args.outputs)
         print(f"wrote {args.json}", file=sys.stderr)
     if args.plot and found.groups:
         from ..plotting import plot_duplicates
 
-        args.outputs.save_figure(plot_duplicates(found, keep=sorted(kept)), args.plot)
+        args.outputs.save_figure(plot_duplicates(found, keep=sorted(kept_or_reference)), args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
     elif args.plot:
         print(f"no groups of duplicates: {args.plot} not written", file=sys.stderr)
     if args.move_to and len(redundant):
         args.outputs.written.append(f"the log of the moves, {args.move_log}")
-        moves = move_duplicates(found, args.move_to, root=args.folder, log=args.move_log)
+        moves = move_duplicates(found, args.move_to, root=args.folder, log=args.move_log, keep=args.keep)
         print(f"moved {len(moves)} files to {args.move_to}; undo with: imgretrieval dedupe --undo {args.move_log}")
     elif args.move_to:
         print("nothing to move")

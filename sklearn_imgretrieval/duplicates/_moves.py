@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from .._files import atomic_write, check_outputs
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
     from ._result import Duplicates
 
 MOVE_LOG_FORMAT = "sklearn-imgretrieval-moves"
+#: 2: each move records the file's size and checksum, which undo checks.
+MOVE_LOG_VERSION = 2
 
 
 def _inside(path, folder):
@@ -70,19 +73,29 @@ def _move_without_overwrite(source, destination):
     os.unlink(source)
 
 
+def _checksum(path):
+    """BLAKE2b-128 of a file's bytes, as hex."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def move_duplicates(
     duplicates: Duplicates,
     target: StrPath,
     *,
     root: StrPath,
     log: StrPath,
-    keep: Literal["largest", "first"] = "largest",
+    keep: str = "original",
 ) -> list[tuple[str, str]]:
     """Move the redundant images of each group out of the way; never deletes.
 
     Each moved file keeps its path relative to ``root`` under ``target``.
-    The log, written before anything moves, lists every planned move so
-    that :func:`undo_moves` can put the files back.
+    The log, written before anything moves, lists every planned move with
+    the file's size and checksum, so that :func:`undo_moves` can put back
+    exactly these files.
 
     Parameters
     ----------
@@ -93,9 +106,9 @@ def move_duplicates(
     root : str or path-like
         The scanned folder the paths are under.
     log : str or path-like
-        JSON file recording the moves.
-    keep : {"largest", "first"}, default="largest"
-        Which image of a group stays; see :meth:`Duplicates.redundant`.
+        JSON file recording the moves; never one of the images.
+    keep : str, default="original"
+        Which image of a group stays; see :meth:`Duplicates.kept`.
 
     Returns
     -------
@@ -122,10 +135,13 @@ def move_duplicates(
         )
     record = {
         "format": MOVE_LOG_FORMAT,
-        "version": 1,
+        "version": MOVE_LOG_VERSION,
         "root": str(root),
         "target": str(target),
-        "moves": [{"from": str(source), "to": str(destination)} for source, destination in moves],
+        "moves": [
+            {"from": str(source), "to": str(destination), "size": source.stat().st_size, "blake2b": _checksum(source)}
+            for source, destination in moves
+        ],
     }
     with atomic_write(log, "w") as file:
         json.dump(record, file, indent=1)
@@ -140,11 +156,68 @@ def move_duplicates(
     return [(str(source), str(destination)) for source, destination in moves]
 
 
-def undo_moves(log: StrPath) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Put back the files a :func:`move_duplicates` log lists.
+def _read_log(log):
+    """The checked record of a move log; a clear error for anything else."""
+    try:
+        record = json.loads(Path(log).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{log} is not a move log written by move_duplicates ({exc}).") from exc
+    if not isinstance(record, dict) or record.get("format") != MOVE_LOG_FORMAT:
+        raise ValueError(f"{log} is not a move log written by move_duplicates.")
+    if record.get("version") != MOVE_LOG_VERSION:
+        raise ValueError(
+            f"{log} is a move log of version {record.get('version')!r}; this version undoes logs of version "
+            f"{MOVE_LOG_VERSION}, which record each file's size and checksum (earlier logs do not, so their "
+            "files cannot be checked before they move: move them back by hand)."
+        )
+    for key in ("root", "target"):
+        if not isinstance(record.get(key), str) or not os.path.isabs(record[key]):
+            raise ValueError(f"{log} is damaged: its {key!r} is not an absolute folder path.")
+    moves = record.get("moves")
+    if not isinstance(moves, list):
+        raise ValueError(f"{log} is damaged: it has no list of moves.")
+    for number, move in enumerate(moves):
+        valid = (
+            isinstance(move, dict)
+            and all(isinstance(move.get(key), str) and os.path.isabs(move[key]) for key in ("from", "to"))
+            and isinstance(move.get("size"), int)
+            and not isinstance(move["size"], bool)
+            and move["size"] >= 0
+            and isinstance(move.get("blake2b"), str)
+            and len(move["blake2b"]) == 32
+        )
+        if not valid:
+            raise ValueError(
+                f"{log} is damaged: move {number} is not {{'from': path, 'to': path, 'size': int, 'blake2b': hex}} "
+                f"({json.dumps(move)[:120]}); nothing was moved."
+            )
+    return record
 
-    A file goes back only when it is at its new place and nothing is at its
-    old one, so undoing twice, or after a partial move, is safe.
+
+def _why_not_back(move, root, target):
+    """Why a logged move is not undone (None when it may be)."""
+    original, moved = Path(move["from"]), Path(move["to"])
+    if not _inside(moved, target) or os.path.realpath(moved) != os.path.normpath(moved):
+        return "not inside the log's target folder"
+    if not _inside(original, root):
+        return "its old place is not inside the log's scanned folder"
+    if os.path.lexists(original):
+        return "a file is already at its old place"
+    if not moved.is_file() or moved.is_symlink():
+        return "not found where it was moved"
+    if moved.stat().st_size != move["size"] or _checksum(moved) != move["blake2b"]:
+        return "changed since it was moved (size or checksum)"
+    return None
+
+
+def undo_moves(log: StrPath) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Put back the files a :func:`move_duplicates` log lists, and only those.
+
+    A log is data, not orders: a file goes back only when it sits where the
+    log's own move put it, inside the log's target folder, with the size and
+    checksum recorded when it moved, and its old place, inside the recorded
+    scanned folder, is free. Everything else is left alone and listed, so
+    undoing twice, or after a partial move, is safe.
 
     Parameters
     ----------
@@ -157,21 +230,21 @@ def undo_moves(log: StrPath) -> tuple[list[tuple[str, str]], list[tuple[str, str
         ``(from, to)`` of every file moved back.
     skipped : list of (str, str)
         ``(path, reason)`` of the moves not undone.
+
+    Raises
+    ------
+    ValueError
+        The log is not one :func:`move_duplicates` writes, or an entry is
+        malformed; nothing is moved.
     """
-    try:
-        record = json.loads(Path(log).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{log} is not a move log written by move_duplicates ({exc}).") from exc
-    if not isinstance(record, dict) or record.get("format") != MOVE_LOG_FORMAT:
-        raise ValueError(f"{log} is not a move log written by move_duplicates.")
+    record = _read_log(log)
+    root, target = Path(record["root"]), Path(record["target"])
+    checked = [(move, _why_not_back(move, root, target)) for move in record["moves"]]
     restored, skipped = [], []
-    for move in record["moves"]:
-        original, moved = Path(move["from"]), Path(move["to"])
-        if os.path.lexists(original):
-            skipped.append((str(original), "a file is already there"))
-        elif not moved.exists():
-            skipped.append((str(moved), "not found where it was moved"))
-        else:
-            _move_without_overwrite(moved, original)
-            restored.append((str(moved), str(original)))
+    for move, reason in checked:
+        if reason is not None:
+            skipped.append((move["to"], reason))
+            continue
+        _move_without_overwrite(Path(move["to"]), Path(move["from"]))
+        restored.append((move["to"], move["from"]))
     return restored, skipped

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import _image_io
+from ._keep import check_keep, choose_kept
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -151,40 +150,50 @@ class Duplicates:
                     found[self.items[a]].append((self.items[b], float(d)) if scores else self.items[b])
         return found
 
-    def redundant(self, keep: Literal["largest", "first"] = "largest") -> np.ndarray:
+    def kept(self, keep: str = "original") -> list[tuple[int, str]]:
+        """The image each group keeps, and why.
+
+        Parameters
+        ----------
+        keep : {"original", "largest", "oldest", "newest", "shortest-path", "first"}, default="original"
+            The rule. ``"original"`` keeps the image the files say was there
+            first: EXIF camera metadata, then most pixels, then the earliest
+            date taken (else modification time), then a camera's format over
+            one images are re-saved in, then the largest file. See the
+            "Finding duplicates" page for each rule.
+
+        Returns
+        -------
+        kept : list of (int, str)
+            Per group, the kept item's index and the reason it won, such as
+            ``"camera metadata (Canon EOS R5)"``. With a reference set, the
+            reference images stay: the group's first reference image, "in
+            the reference set".
+        """
+        if self.has_reference:
+            return [(int(group[group >= self.n_queries][0]), "in the reference set") for group in self.groups]
+        return choose_kept(self.groups, self.items, keep)
+
+    def redundant(self, keep: str = "original") -> np.ndarray:
         """Items whose removal leaves one image of each group.
 
         Parameters
         ----------
-        keep : {"largest", "first"}, default="largest"
-            Which image of a group stays: the one with the most pixels (then
-            the largest file, then the first), read from the files' headers,
-            or the first. With a reference set the reference images stay and
-            every query image in a group is redundant.
+        keep : str, default="original"
+            Which image of a group stays; see :meth:`kept`. With a reference
+            set the reference images stay and every query image in a group is
+            redundant.
 
         Returns
         -------
         indices : ndarray of int
             Item indices, sorted.
         """
-        if keep not in ("largest", "first"):
-            raise ValueError(f'keep must be "largest" or "first", got {keep!r}.')
+        check_keep(keep)
+        grouped = np.concatenate(self.groups) if self.groups else np.empty(0, np.int64)
         if self.has_reference:
-            grouped = np.concatenate(self.groups) if self.groups else np.empty(0, np.int64)
             return np.sort(grouped[grouped < self.n_queries])
         if not self.groups:
             return np.empty(0, dtype=np.int64)
-        if keep == "largest":
-            if not all(_image_io.is_path(item) for item in self.items):
-                raise ValueError(
-                    "keep='largest' reads the image files' headers, but the items are not paths; use keep='first'."
-                )
-            members = np.concatenate(self.groups)
-            headers, failures = _image_io.map_threads(_image_io.read_header, list(self.items[members]), -1)
-            _image_io.raise_for_failures(list(self.items[members]), failures, "read")
-            pixels = dict(zip(members.tolist(), (h * w for h, w, _ in headers)))
-            kept = [max(group, key=lambda i: (pixels[i], os.path.getsize(self.items[i]), -i)) for group in self.groups]  # type: ignore[arg-type]
-        else:
-            kept = [group[0] for group in self.groups]
-        grouped = np.concatenate(self.groups)
+        kept = [index for index, _ in self.kept(keep)]
         return np.sort(np.setdiff1d(grouped, kept))
