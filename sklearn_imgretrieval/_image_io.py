@@ -102,13 +102,33 @@ def _oriented_size(img):
     return height, width
 
 
+def check_pixel_count(height, width):
+    """Refuse images of more pixels than Pillow lets a file have, before any copy or conversion.
+
+    Pillow warns about a file of more than ``PIL.Image.MAX_IMAGE_PIXELS``
+    pixels (and refuses twice that, as a decompression bomb); arrays get
+    the same limit, so that a (n, 100000, 100000) array, which NumPy can
+    hold as a broadcast view of one value, is refused instead of becoming
+    37 GiB of float32 per image.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and height * width > limit:
+        raise ValueError(
+            f"{height}x{width} pixels ({height * width:,}) are more than PIL.Image.MAX_IMAGE_PIXELS "
+            f"({limit:,}), the limit Pillow sets for image files, and would take "
+            f"{height * width * 4 / 2**30:,.1f} GiB per channel as float32; shrink the images first "
+            "(or raise PIL.Image.MAX_IMAGE_PIXELS if you mean it)"
+        )
+
+
 def check_array_image(shape):
-    """Refuse an (h, w[, c]) array that is empty or has a channel count no image has."""
+    """Refuse an (h, w[, c]) array that is empty, too large or has a channel count no image has."""
     channels = 1 if len(shape) == 2 else shape[2]
     if 0 in shape[:2]:
         raise ValueError("is empty")
     if channels not in (1, 2, 3, 4):
         raise ValueError(f"has {channels} channels; images have 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA)")
+    check_pixel_count(shape[0], shape[1])
 
 
 def read_header(item):

@@ -362,7 +362,16 @@ def read_image_input(estimator, X, *, reset, image_shape=None):
         if arr is not None and arr.ndim != 2:
             return "array", check_image_array(arr)
     rows = validate_data(estimator, X, reset=reset, dtype=_PIXEL_DTYPES, ensure_min_samples=1)
-    return "array", rows_to_images(rows, image_shape_of_rows(rows.shape[1], image_shape))
+    shape = image_shape_of_rows(rows.shape[1], image_shape)
+    _check_batch_pixel_count(*shape[:2])
+    return "array", rows_to_images(rows, shape)
+
+
+def _check_batch_pixel_count(height, width):
+    try:
+        _image_io.check_pixel_count(height, width)
+    except ValueError as exc:
+        raise ValueError(f"Cannot use these images: {exc}.") from None
 
 
 def check_image_array(arr):
@@ -386,4 +395,5 @@ def check_image_array(arr):
             f"Images must have 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) "
             f"channels; got {arr.shape[3]} in an array of shape {arr.shape}."
         )
+    _check_batch_pixel_count(arr.shape[1], arr.shape[2])
     return arr

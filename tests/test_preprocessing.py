@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, JpegImagePlugin
 from sklearn.exceptions import NotFittedError
 
-from sklearn_imgretrieval import ImagePreprocessor
+from sklearn_imgretrieval import ImageHasher, ImagePreprocessor
 
 RNG = np.random.default_rng(0)
 
@@ -342,6 +342,34 @@ def test_an_absurd_size_is_refused_at_fit_with_the_memory_it_needs():
     ):
         ImagePreprocessor(size=(100_000, 100_000)).fit(np.zeros((1, 4, 4, 3)))
     assert ImagePreprocessor(size=(2000, 2000)).fit(np.zeros((1, 4, 4))).image_shape_ == (2000, 2000, 1)
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        np.broadcast_to(np.uint8(0), (1, 100_000, 100_000)),  # a view: NumPy holds it in one byte
+        np.broadcast_to(np.float32(0), (1, 100_000, 100_000, 3)),
+        [np.broadcast_to(np.uint8(0), (100_000, 100_000))],
+        np.broadcast_to(np.uint8(0), (1, 10**10)),  # a flattened square image
+    ],
+    ids=["3-d", "4-d-float", "list", "rows"],
+)
+def test_arrays_over_pillows_pixel_limit_are_refused_before_any_copy(images):
+    # Without the check, transform made 37 GiB of float32 from the one-byte view before failing.
+    message = r"100000x100000 pixels \(10,000,000,000\) are more than PIL.Image.MAX_IMAGE_PIXELS \(89,478,485\)"
+    for estimator in (ImagePreprocessor(size=(8, 8)), ImageHasher()):
+        with pytest.raises(ValueError, match=message):
+            estimator.fit_transform(images)
+    fitted = ImagePreprocessor(size=(8, 8)).fit(np.zeros((1, 16, 16), dtype=np.uint8))
+    with pytest.raises(ValueError, match=message):
+        fitted.transform(images)
+
+
+def test_arrays_within_pillows_pixel_limit_are_read(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 16 * 16)
+    assert ImagePreprocessor(size=(4, 4)).fit_transform(np.zeros((1, 16, 16), dtype=np.uint8)).shape == (1, 16)
+    with pytest.raises(ValueError, match=r"16x17 pixels \(272\) are more than PIL.Image.MAX_IMAGE_PIXELS \(256\)"):
+        ImagePreprocessor(size=(4, 4)).fit_transform(np.zeros((1, 16, 17), dtype=np.uint8))
 
 
 def test_long_failure_lists_are_capped_with_a_count(tmp_path):
