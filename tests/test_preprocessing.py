@@ -49,6 +49,9 @@ def test_two_d_rows_shape_rules():
     assert ImagePreprocessor(image_shape=(2, 5)).fit(np.zeros((2, 10))).image_shape_ == (2, 5, 1)
     with pytest.raises(ValueError, match=r"image_shape=\(3, 3\) holds 9 values"):
         ImagePreprocessor(image_shape=(3, 3)).fit(np.zeros((2, 10)))
+    # one side may be -1, as in numpy.reshape
+    assert ImagePreprocessor(image_shape=(2, -1)).fit(np.zeros((2, 10))).image_shape_ == (2, 5, 1)
+    assert ImagePreprocessor(image_shape=(2, 1, -1)).fit(np.zeros((2, 6))).image_shape_ == (2, 1, 3)
 
 
 def test_three_d_and_flatten_false():

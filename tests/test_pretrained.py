@@ -331,6 +331,20 @@ def test_lite0_refuses_images_of_another_shape_with_as_many_pixels():
 
 
 # ------------------------------------------------------------------ errors
+def test_rows_that_are_not_images_need_image_shape():
+    features = np.random.default_rng(0).random((2, 1000), dtype=np.float32)
+    # Once read as 1x1000 grayscale images without a word.
+    with pytest.raises(ValueError, match=r"rows with 1000 features.*Set image_shape=.*\(1, -1\)"):
+        PretrainedCNNEmbedder(**RANDOM).fit(features)
+    assert PretrainedCNNEmbedder(**RANDOM).fit(features[:, :768]).image_shape_ == (16, 16, 3)  # square RGB rows
+    assert PretrainedCNNEmbedder(**RANDOM, image_shape=(1, -1)).fit(features).image_shape_ == (1, 1000, 1)
+    assert PretrainedCNNEmbedder(**RANDOM, image_shape=(10, -1)).fit(features).image_shape_ == (10, 100, 1)
+    with pytest.raises(ValueError, match=r"image_shape=\(3, -1\) holds a multiple of 3 values.*1000 features"):
+        PretrainedCNNEmbedder(**RANDOM, image_shape=(3, -1)).fit(features)
+    with pytest.raises(ValueError, match=r"one of which may be -1.*got \(-1, -1\)"):
+        PretrainedCNNEmbedder(**RANDOM, image_shape=(-1, -1)).fit(features)
+
+
 def test_clear_errors():
     images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
     with pytest.raises(ValueError, match="NaN"):
