@@ -359,6 +359,14 @@ def test_clear_errors():
         PretrainedCNNEmbedder(weights="/no/such/weights.h5").fit(images)
 
 
+def test_a_batch_size_is_bounded_by_the_network_input_it_makes():
+    images = np.zeros((1, 16, 16, 3), dtype=np.float32)  # resized to 32x32 inside the network: 3,072 values
+    with pytest.raises(ValueError, match=r"batch_size=100,000,000 .* rows of 3,072 float32 .* batch_size <= 87,381"):
+        PretrainedCNNEmbedder(**{**RANDOM, "batch_size": 10**8}).fit_transform(images)
+    with pytest.raises(ValueError, match=r"rows of 150,528 float32 values.*Use batch_size <= 1,783"):
+        PretrainedCNNEmbedder(weights=None, batch_size=1784).fit(images)  # Lite0 at 224x224
+
+
 def test_a_weights_file_of_another_backbone_is_refused(tmp_path):
     images = np.zeros((2, 32, 32, 3), dtype=np.float32)
     other = PretrainedCNNEmbedder("mobilenet_v3_small", **RANDOM).fit(images)

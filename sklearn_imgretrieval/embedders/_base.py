@@ -21,6 +21,7 @@ from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from .._batch_size import check_batch_size
 from .._dask import is_dask_array, transform_blocks
 from .._image_shape import check_image_shape, infer_image_shape
 from .._sklearn_compat import Interval, validate_data
@@ -146,7 +147,12 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 self._check_image_shape(shape)
             self.image_shape_ = shape
             self._input_ndim = 4 if four_d else 2
+        check_batch_size(self.batch_size, self._network_row_values(rows.shape[1]))
         return rows
+
+    def _network_row_values(self, n_features):
+        """Values of one row as the network takes it; networks that resize their input override it."""
+        return n_features
 
     def _as_input_layout(self, rows):
         """Rows back in the layout ``fit`` was given (2-D rows or 4-D images)."""

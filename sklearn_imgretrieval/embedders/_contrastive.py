@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
@@ -294,6 +295,9 @@ class ContrastiveEmbedder(KerasEmbedder):
     def _infer_image_shape(self, n_features):
         # Always an image, whatever the encoder: rows that are not one need image_shape.
         return infer_image_shape(n_features, self.image_shape)
+
+    def _network_row_values(self, n_features):
+        return max(n_features, math.prod(self._network_input_shape()))
 
     def _network_input_shape(self):
         """(side, side, C) or the image's own (H, W, C): what the encoder sees."""

@@ -261,7 +261,8 @@ class PretrainedCNNEmbedder(KerasEmbedder):
     epochs, learning_rate, validation_fraction, early_stopping, patience
         Training of the fine-tuned head, as for AutoencoderEmbedder.
     batch_size : int, default=32
-        Images per batch through the backbone (and rows per training batch).
+        Images per batch through the backbone (and rows per training batch);
+        a batch's input may take at most 1 GiB (1,783 images at 224x224).
     image_shape : tuple or None, default=None
         (H, W, C) of the rows; inferred for square 1- or 3-channel images,
         required for any other row length (one side may be -1, as in
@@ -371,6 +372,9 @@ class PretrainedCNNEmbedder(KerasEmbedder):
     def _infer_image_shape(self, n_features):
         # Always an image (resized inside the network): rows that are not one need image_shape.
         return infer_image_shape(n_features, self.image_shape)
+
+    def _network_row_values(self, n_features):
+        return max(n_features, 3 * self._input_size() ** 2)  # resized to RGB input_size x input_size
 
     def _check_image_shape(self, shape):
         if shape[2] not in (1, 3):
