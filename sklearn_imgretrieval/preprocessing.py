@@ -257,9 +257,11 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
             )
         if is_dask_array(X) and self.flatten:
             return transform_blocks(self.transform, X, int(np.prod(self.image_shape_)))
-        kind, data = self._read_input(X, reset=False)
         size = _check_size(self.size)
         height, width, channels = self.image_shape_
+        if size is not None:  # set_params after fit must not get past the limit fit checked
+            _check_pixel_count(*size, channels)
+        kind, data = self._read_input(X, reset=False)
         if kind == "array" and size is None and self.crop is None:
             if data.shape[1:3] != (height, width):
                 raise ValueError(

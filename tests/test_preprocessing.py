@@ -345,6 +345,9 @@ def test_an_absurd_size_is_refused_at_fit_with_the_memory_it_needs():
     ):
         ImagePreprocessor(size=(100_000, 100_000)).fit(np.zeros((1, 4, 4, 3)))
     assert ImagePreprocessor(size=(2000, 2000)).fit(np.zeros((1, 4, 4))).image_shape_ == (2000, 2000, 1)
+    fitted = ImagePreprocessor(size=(4, 4)).fit(np.zeros((1, 4, 4)))
+    with pytest.raises(ValueError, match=r"100000x100000 .*37.3 GiB of float32 per image \(1 channel\)"):
+        fitted.set_params(size=(100_000, 100_000)).transform(np.zeros((1, 4, 4)))  # before resizing to it
 
 
 @pytest.mark.parametrize(
