@@ -20,6 +20,7 @@ import functools
 import math
 import os
 import struct
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -385,6 +386,42 @@ def check_pixels(arr):
             f"pixels reach {np.abs(arr).max():.3g}, beyond float32's range (about 3.4e38); scale the images to [0, 1]"
         )
     return 1
+
+
+#: How far float pixels may stray outside [0, 1] before ``warn_unless_unit_range`` warns:
+#: sharp resampling (Lanczos, bicubic) overshoots [0, 1] images by a few hundredths
+#: at edges, while 0-255 or [-1, 1] pixels go far past it.
+UNIT_RANGE_MARGIN = 0.25
+
+
+def warn_unless_unit_range(values, *, who, uint8_advice):
+    """Warn when float pixels lie outside [0, 1], the scale every step here takes floats in.
+
+    A float image in 0-255 (or [-1, 1]) is embedded without complaint but
+    into nonsense: a warning, not an error, because rows that are not pixels
+    (standardised features, PCA output) are valid input for some steps and
+    for scikit-learn's estimator checks. ``who`` names the estimator and
+    ``uint8_advice`` says how 8-bit pixels get scaled for it. Returns
+    whether it warned.
+    """
+    if values.dtype.kind != "f" or values.size == 0:
+        return False
+    low, high = float(values.min()), float(values.max())
+    if -UNIT_RANGE_MARGIN <= low and high <= 1 + UNIT_RANGE_MARGIN:
+        return False
+    if low >= 0:
+        fix = f"If they are 0-255 pixel values, divide them by 255, or {uint8_advice}."
+    elif high <= 1 + UNIT_RANGE_MARGIN and low >= -1 - UNIT_RANGE_MARGIN:
+        fix = "If they are pixels scaled to [-1, 1], map them back with (X + 1) / 2."
+    else:
+        fix = "Scale the pixels to [0, 1]."
+    warnings.warn(
+        f"{who} was given float pixels from {low:.4g} to {high:.4g}, but takes float pixels as they are, "
+        f"in [0, 1]. {fix} Rows that are features rather than pixels can ignore this warning.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 def scale_to_unit(arr):

@@ -134,7 +134,10 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
       0 to 255, and is divided by 255; other values raise a ``ValueError``
       (cast 16-bit data to uint16 first);
     - floats are passed through unchanged, as float32; NaN, infinity and
-      values beyond float32's range raise a ``ValueError``;
+      values beyond float32's range raise a ``ValueError``, and values
+      outside [0, 1] by more than 0.25 (0-255 pixels stored as floats, or
+      [-1, 1]) give a ``UserWarning`` with the fix: a warning, not an
+      error, since rows of other features are valid input too;
     - in files, 8-bit modes are divided by 255, 16-bit modes by 65535, and
       32-bit integer images (Pillow mode ``I``) by 65535 when their values
       fit 16 bits (otherwise they are refused); float images (mode ``F``)
@@ -262,6 +265,10 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
         if size is not None:  # set_params after fit must not get past the limit fit checked
             _check_pixel_count(*size, channels)
         kind, data = self._read_input(X, reset=False)
+        for array in [data] if kind == "array" else [item for item in data if isinstance(item, np.ndarray)]:
+            advice = "pass them as uint8, which is scaled to [0, 1]"
+            if _image_io.warn_unless_unit_range(array, who="ImagePreprocessor", uint8_advice=advice):
+                break
         if kind == "array" and size is None and self.crop is None:
             if data.shape[1:3] != (height, width):
                 raise ValueError(

@@ -211,6 +211,15 @@ def test_a_batch_size_whose_padded_batch_passes_1_gib_is_refused_before_training
         fitted.set_params(batch_size=10**8).transform(rows)
 
 
+def test_float_pixels_in_0_255_are_warned_about(digits):
+    images, _ = digits
+    rows = images.reshape(len(images), -1)
+    with pytest.warns(
+        UserWarning, match=r"AutoencoderEmbedder was given float pixels from 0 to 255.*divide them by 255"
+    ):
+        AutoencoderEmbedder(**{**TINY, "epochs": 1}).fit(rows * 255)
+
+
 def test_too_few_samples_for_the_validation_split():
     with pytest.raises(ValueError, match="set validation_fraction=0"):
         AutoencoderEmbedder(**TINY).fit(np.random.default_rng(0).random((1, 64), dtype=np.float32))

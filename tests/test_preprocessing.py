@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,33 @@ def test_output_never_shares_memory_with_the_input():
     assert not np.shares_memory(out, images)
     out += 1
     np.testing.assert_array_equal(images, before)
+
+
+@pytest.mark.parametrize(
+    "make_input, advice",
+    [
+        (lambda images: images * 255, r"from 0 to 255, .* divide them by 255, or pass them as uint8"),
+        (lambda images: [image * 255 for image in images], r"from 0 to 126.5, .* divide them by 255"),
+        (lambda images: images * 2 - 1, r"from -1 to 1, .* map them back with \(X \+ 1\) / 2"),
+        (lambda images: images.reshape(len(images), -1) * 255, r"from 0 to 255, .* divide them by 255"),
+    ],
+    ids=["0-255", "list-0-255", "minus-1-to-1", "rows-0-255"],
+)
+def test_float_pixels_outside_the_unit_range_are_warned_about_with_the_fix(make_input, advice):
+    images = np.linspace(0, 1, 2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8)
+    pre = ImagePreprocessor().fit(images)
+    with pytest.warns(UserWarning, match="ImagePreprocessor was given float pixels " + advice):
+        out = pre.transform(make_input(images))
+    assert out.min() < 0 or out.max() > 1  # passed through, as documented, with the warning
+
+
+def test_pixels_in_the_unit_range_and_integers_are_not_warned_about():
+    images = np.linspace(0, 1, 2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8)
+    overshoot = images * 1.2 - 0.1  # what sharp resampling does at edges: -0.1 to 1.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for X in (images, overshoot, (images * 255).astype(np.uint8), (images * 255).astype(np.int64)):
+            ImagePreprocessor().fit_transform(X)
 
 
 def test_two_d_rows_shape_rules():

@@ -367,6 +367,21 @@ def test_a_batch_size_is_bounded_by_the_network_input_it_makes():
         PretrainedCNNEmbedder(weights=None, batch_size=1784).fit(images)  # Lite0 at 224x224
 
 
+def test_pixels_outside_the_unit_range_are_warned_about_at_fit_and_transform():
+    images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    message = (
+        r"PretrainedCNNEmbedder was given float pixels from .* to 25\d.*divide them by 255, or put ImagePreprocessor"
+    )
+    for X in (images * 255, (images * 255).astype(np.uint8)):  # embedders scale neither
+        with pytest.warns(UserWarning, match=message):
+            embedder = PretrainedCNNEmbedder(**RANDOM).fit(X)
+        with pytest.warns(UserWarning, match=message):
+            embedder.transform(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        PretrainedCNNEmbedder(**RANDOM).fit(images).transform(images)
+
+
 def test_a_weights_file_of_another_backbone_is_refused(tmp_path):
     images = np.zeros((2, 32, 32, 3), dtype=np.float32)
     other = PretrainedCNNEmbedder("mobilenet_v3_small", **RANDOM).fit(images)
