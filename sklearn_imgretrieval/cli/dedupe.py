@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from .._files import atomic_write, check_output_path
-from ._common import UsageError, check_figure_path, list_folder, positive_int, save_figure, written
+from ._common import UsageError, check_figure_path, list_folder, positive_int, save_figure, shown_path, written
 
 _METHODS = ("cnn", "phash", "dhash", "ahash", "whash")
 _GROUPS_PRINTED = 20
@@ -122,7 +122,7 @@ def _print_summary(found, redundant, args):
             mark = "keep" if index in kept_or_reference else "dup "
             if found.has_reference:
                 mark = "ref " if index >= found.n_queries else "dup "
-            print(f"  {mark} {found.items[index]}")
+            print(f"  {mark} {shown_path(found.items[index])}")
     if len(found.groups) > _GROUPS_PRINTED:
         print(f"... and {len(found.groups) - _GROUPS_PRINTED} more groups (all in --csv or --json)")
     return kept_or_reference

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .._files import check_output_path
 from ..persistence import pickle_kind
-from ._common import UsageError, check_figure_path, positive_int, save_figure, save_index
+from ._common import UsageError, check_figure_path, positive_int, save_figure, save_index, shown_path
 
 #: ``format`` of the dictionaries that earlier versions pickled as index files.
 PICKLED_INDEX_FORMAT = "sklearn-imgretrieval-index"
@@ -139,9 +139,9 @@ def run(args):
         print(json.dumps(results, indent=2))
     else:
         for result in results:
-            print(f"query: {result['query']}")
+            print(f"query: {shown_path(result['query'])}")
             for rank, neighbour in enumerate(result["neighbors"], start=1):
-                print(f"  {rank:>3}  {neighbour['distance']:10.4f}  {neighbour['path']}")
+                print(f"  {rank:>3}  {neighbour['distance']:10.4f}  {shown_path(neighbour['path'])}")
     if args.plot:
         from ..plotting import plot_retrieval
 
