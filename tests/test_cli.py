@@ -577,3 +577,17 @@ def test_a_file_name_with_a_newline_is_one_line_of_dedupe_groups(copies, tmp_pat
     assert lines[1] == "group 0 (2 images)" and len(lines) == 4  # 5 when names broke the listing
     assert sorted(lines[2:]) == [f"  dup  {shown_path(copy)}", f"  keep {shown_path(folder / 'astronaut.jpg')}"]
     assert "'$'\\n''_q25.jpg'" in out
+
+
+def test_dedupe_says_which_groups_its_plot_leaves_out(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, size=(12, 32, 32), dtype=np.uint8)
+    for number, pixels in enumerate(noise):
+        for copy in ("a", "b"):
+            Image.fromarray(pixels).save(folder / f"{number}{copy}.png")
+    plot = tmp_path / "groups.png"
+    status, out, err = main("dedupe", folder, "--method", "phash", "--plot", plot)
+    assert status == 0 and out.startswith("12 groups of duplicates") and plot.is_file()
+    # the picture draws 10 of the 12 groups: once "wrote groups.png" and nothing more
+    assert f"wrote {plot}, showing the first 10 of 12 groups of duplicates (2 not drawn)\n" in err

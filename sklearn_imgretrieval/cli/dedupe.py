@@ -12,6 +12,7 @@ from ._common import UsageError, check_figure_path, list_folder, positive_int, s
 
 _METHODS = ("cnn", "phash", "dhash", "ahash", "whash")
 _GROUPS_PRINTED = 20
+_GROUPS_PLOTTED, _IMAGES_PLOTTED = 10, 8  # plot_duplicates' max_groups and max_per_group
 
 
 def add_parser(commands, formatter):
@@ -193,10 +194,12 @@ def run(args):
         _write_json(found, redundant, args.json)
         print(f"wrote {args.json}", file=sys.stderr)
     if args.plot and found.groups:
-        from ..plotting import plot_duplicates
+        from ..plotting import plot_duplicates, shown_of_duplicates
 
-        save_figure(plot_duplicates(found, keep=sorted(kept)), args.plot)
-        print(f"wrote {args.plot}", file=sys.stderr)
+        limits = {"max_groups": _GROUPS_PLOTTED, "max_per_group": _IMAGES_PLOTTED}
+        save_figure(plot_duplicates(found, keep=sorted(kept), **limits), args.plot)
+        shown = shown_of_duplicates(found.groups, *limits.values())
+        print(f"wrote {args.plot}" + (f", showing {shown}" if shown else ""), file=sys.stderr)
     elif args.plot:
         print(f"no groups of duplicates: {args.plot} not written", file=sys.stderr)
     if args.move_to and len(redundant):
