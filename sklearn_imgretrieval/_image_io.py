@@ -20,6 +20,7 @@ import functools
 import math
 import os
 import struct
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -102,13 +103,33 @@ def _oriented_size(img):
     return height, width
 
 
+def check_pixel_count(height, width):
+    """Refuse images of more pixels than Pillow lets a file have, before any copy or conversion.
+
+    Pillow warns about a file of more than ``PIL.Image.MAX_IMAGE_PIXELS``
+    pixels (and refuses twice that, as a decompression bomb); arrays get
+    the same limit, so that a (n, 100000, 100000) array, which NumPy can
+    hold as a broadcast view of one value, is refused instead of becoming
+    37 GiB of float32 per image.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and height * width > limit:
+        raise ValueError(
+            f"{height}x{width} pixels ({height * width:,}) are more than PIL.Image.MAX_IMAGE_PIXELS "
+            f"({limit:,}), the limit Pillow sets for image files, and would take "
+            f"{height * width * 4 / 2**30:,.1f} GiB per channel as float32; shrink the images first "
+            "(or raise PIL.Image.MAX_IMAGE_PIXELS if you mean it)"
+        )
+
+
 def check_array_image(shape):
-    """Refuse an (h, w[, c]) array that is empty or has a channel count no image has."""
+    """Refuse an (h, w[, c]) array that is empty, too large or has a channel count no image has."""
     channels = 1 if len(shape) == 2 else shape[2]
     if 0 in shape[:2]:
         raise ValueError("is empty")
     if channels not in (1, 2, 3, 4):
         raise ValueError(f"has {channels} channels; images have 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA)")
+    check_pixel_count(shape[0], shape[1])
 
 
 def read_header(item):
@@ -420,6 +441,44 @@ def check_pixels(arr):
             f"pixels reach {np.abs(arr).max():.3g}, beyond float32's range (about 3.4e38); scale the images to [0, 1]"
         )
     return 1
+
+
+#: How far float pixels may stray outside [0, 1] before ``warn_unless_unit_range`` warns:
+#: sharp resampling (Lanczos, bicubic) overshoots [0, 1] images by a few hundredths
+#: at edges, while 0-255 or [-1, 1] pixels go far past it.
+UNIT_RANGE_MARGIN = 0.25
+
+
+def warn_unless_unit_range(values, *, who, uint8_advice):
+    """Warn when float pixels lie outside [0, 1], the scale every step here takes floats in.
+
+    A float image in 0-255 (or [-1, 1]) is embedded without complaint but
+    into nonsense: a warning, not an error, because rows that are not pixels
+    (standardised features, PCA output) are valid input for some steps and
+    for scikit-learn's estimator checks. ``who`` names the estimator and
+    ``uint8_advice`` says how 8-bit pixels get scaled for it. Returns
+    whether it warned.
+    """
+    if values.dtype.kind != "f" or values.size == 0:
+        return False
+    low, high = float(values.min()), float(values.max())
+    if not (np.isfinite(low) and np.isfinite(high)) or max(-low, high) > np.finfo(np.float32).max:
+        return False  # refused as not finite or beyond float32, with its own message
+    if -UNIT_RANGE_MARGIN <= low and high <= 1 + UNIT_RANGE_MARGIN:
+        return False
+    if low >= 0:
+        fix = f"If they are 0-255 pixel values, divide them by 255, or {uint8_advice}."
+    elif high <= 1 + UNIT_RANGE_MARGIN and low >= -1 - UNIT_RANGE_MARGIN:
+        fix = "If they are pixels scaled to [-1, 1], map them back with (X + 1) / 2."
+    else:
+        fix = "Scale the pixels to [0, 1]."
+    warnings.warn(
+        f"{who} was given float pixels from {low:.4g} to {high:.4g}, but takes float pixels as they are, "
+        f"in [0, 1]. {fix} Rows that are features rather than pixels can ignore this warning.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 def scale_to_unit(arr):

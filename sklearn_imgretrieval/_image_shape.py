@@ -5,6 +5,9 @@ row-major (height, width, channel) order. These helpers decide which
 (H, W, C) a row holds, the same way for every estimator, and never guess
 silently: a square image with 1 or 3 channels is the only inference made
 (s*s and 3*s*s are never both true), anything else needs ``image_shape``.
+One of its sides may be -1, worked out from the row length as
+``numpy.reshape`` does: ``(1, -1)`` takes rows of any length as images one
+pixel high.
 """
 
 import math
@@ -19,15 +22,23 @@ def _square_side(n):
 
 
 def check_image_shape(image_shape, *, name="image_shape"):
-    """Validate a user's ``(H, W)`` or ``(H, W, C)`` and return ``(H, W, C)``."""
+    """Validate a user's ``(H, W)`` or ``(H, W, C)`` and return ``(H, W, C)``.
+
+    One entry may be -1 (the rows' length decides it, see ``infer_image_shape``).
+    """
     try:
         dims = tuple(image_shape)
     except TypeError:
         dims = None
-    if dims is None or len(dims) not in (2, 3) or not all(isinstance(d, numbers.Integral) and d > 0 for d in dims):
+
+    def is_side(d):
+        return isinstance(d, numbers.Integral) and not isinstance(d, bool) and (d > 0 or d == -1)
+
+    if dims is None or len(dims) not in (2, 3) or not all(map(is_side, dims)) or dims.count(-1) > 1:
         raise ValueError(
             f"{name} must be a tuple (height, width) or (height, width, channels) "
-            f"of positive integers, got {image_shape!r}."
+            f"of positive integers, one of which may be -1 (worked out from the row length, "
+            f"as numpy.reshape does), got {image_shape!r}."
         )
     if len(dims) == 2:
         dims = dims + (1,)
@@ -49,9 +60,13 @@ def infer_image_shape(n_features, image_shape=None, *, required=True):
     """
     if image_shape is not None:
         shape = check_image_shape(image_shape)
-        if math.prod(shape) != n_features:
+        known = abs(math.prod(shape))
+        if -1 in shape and n_features % known == 0:
+            shape = tuple(n_features // known if d == -1 else d for d in shape)
+        if -1 in shape or math.prod(shape) != n_features:
+            holds = f"a multiple of {known}" if -1 in shape else known
             raise ValueError(
-                f"image_shape={tuple(image_shape)!r} holds {math.prod(shape)} values "
+                f"image_shape={tuple(image_shape)!r} holds {holds} values "
                 f"per image but the input has {n_features} features per row. Set "
                 "image_shape to the (height, width, channels) of the images the "
                 "rows were flattened from."
@@ -68,8 +83,9 @@ def infer_image_shape(n_features, image_shape=None, *, required=True):
         raise ValueError(
             f"Cannot tell the image shape of rows with {n_features} features: they "
             "are neither a square grayscale image (s*s) nor a square RGB image "
-            "(3*s*s). Set image_shape=(height, width, channels), or pass a 4-D "
-            "array of shape (n_images, height, width, channels)."
+            "(3*s*s). Set image_shape=(height, width, channels) (one side may be -1, "
+            "as in numpy.reshape: (1, -1) for rows that are strips one pixel high), "
+            "or pass a 4-D array of shape (n_images, height, width, channels)."
         )
     return None
 

@@ -47,13 +47,26 @@ HASH_METHODS = ("phash", "dhash", "ahash", "whash")
 # imagehash resizes with Pillow's ANTIALIAS, which is Lanczos.
 _RESAMPLE = Image.Resampling.LANCZOS
 _DRAFT_PIXELS_PER_BIT = 4
-_CHUNK = 4096  # images shrunk before their bits are computed: memory follows the chunk
+# The largest hash_size. pHash shrinks every image to (4 * hash_size)^2 float64 pixels: 512 KiB
+# each at 64, whose codes have 4096 bits (512 bytes a row, 64 times the default's). At 128 the
+# codes of a million images alone would take 2 GB, for detail a perceptual hash is meant to
+# ignore; at 4096, 2 GiB per image before its DCT.
+MAX_HASH_SIZE = 64
+_CHUNK = 4096  # images shrunk before their bits are computed: memory follows the chunk,
+_CHUNK_BYTES = 32 * 2**20  # at most this much float64 of them: 4096 of the default's 32x32 pHash images
 # Pillow's fixed point for 8-bit resampling: 32 bits less 8 for the pixel and 2 for the sign.
 _PRECISION_BITS = 22
 
 
 def check_hash_size(hash_size):
-    """A clear error for a ``hash_size`` that is not a power of two."""
+    """A clear error for a ``hash_size`` that is not a power of two, or is over ``MAX_HASH_SIZE``."""
+    if hash_size > MAX_HASH_SIZE:
+        mib = 8 * (4 * hash_size) ** 2 / 2**20
+        raise ValueError(
+            f"hash_size={hash_size} is more than {MAX_HASH_SIZE}, the largest hash size: pHash would shrink "
+            f"every image to {4 * hash_size}x{4 * hash_size} float64 pixels ({mib:,.0f} MiB per image) for "
+            f"{hash_size * hash_size:,}-bit codes. 8 (64 bits) is the usual size; 16 or 32 keep finer detail."
+        )
     if hash_size & (hash_size - 1):
         below = 1 << (hash_size.bit_length() - 1)
         raise ValueError(
@@ -72,6 +85,13 @@ def _shrunk_size(method, hash_size, height, width):
         return (hash_size, hash_size)
     # whash: the largest power of two that fits in the image, at least hash_size
     return (max(1 << (min(height, width).bit_length() - 1), hash_size),) * 2
+
+
+def _images_per_chunk(method, hash_size):
+    """Images shrunk at a time: ``_CHUNK``, fewer when their pixels would pass ``_CHUNK_BYTES``."""
+    # whash's image is its own size while it is shrunk, but hash_size x hash_size once stacked
+    height, width = _shrunk_size(method, hash_size, hash_size, hash_size)
+    return max(1, min(_CHUNK, _CHUNK_BYTES // (8 * height * width)))
 
 
 def _gray_pil(img):
@@ -255,7 +275,7 @@ class ImageHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         ``"dhash"`` (horizontal gradients), ``"ahash"`` (mean threshold,
         the fastest and weakest) or ``"whash"`` (Haar wavelet).
     hash_size : int, default=8
-        Side of the bit grid: a power of two, at least 4; 8 gives 64 bits,
+        Side of the bit grid: a power of two from 4 to 64; 8 gives 64 bits,
         8 bytes per image.
     jpeg_draft : bool, default=True
         Let libjpeg decode JPEG files at 1/2, 1/4 or 1/8 scale in
@@ -403,8 +423,9 @@ class ImageHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         codes = np.empty((len(items), self._n_features_out), dtype=np.uint8)
         mirror_codes = np.empty_like(codes) if mirrored else None
         failures = []
-        for start in range(0, len(items), _CHUNK):
-            chunk = items[start : start + _CHUNK]
+        per_chunk = _images_per_chunk(self.method, self.hash_size)
+        for start in range(0, len(items), per_chunk):
+            chunk = items[start : start + per_chunk]
             shrunk, failed = _image_io.map_threads(shrink, chunk, self.n_jobs)
             failures += [(start + i, reason) for i, reason in failed]
             if failed:

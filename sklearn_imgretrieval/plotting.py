@@ -668,9 +668,11 @@ def plot_duplicates(
         The images, indexed like ``duplicates.items``; needed when they are
         not paths (queries, then reference images).
     max_groups : int, default=10
-        Groups drawn, the first ones.
+        Groups drawn, the first ones. When there are more, the figure's
+        title says how many were left out.
     max_per_group : int, default=8
-        Images drawn per group, the first ones.
+        Images drawn per group, the first ones (the title says so when a
+        group has more).
     keep : array-like of int, default=None
         Items to frame in green, for instance those a move would keep.
     ax : matplotlib Axes, default=None
@@ -708,6 +710,7 @@ def plot_duplicates(
         raise ValueError(f"images has {len(pictures)} images but the duplicates have {len(duplicates.items)} items.")
     kept = set() if keep is None else {int(i) for i in keep}
     n_rows, n_cols = len(groups), max(len(group) for group in groups)
+    area = None if ax is None else ax.get_position()
     fig, grid = _figure_grid(plt, ax, n_rows, n_cols, cell=(1.6, 1.7), hspace=0.45)
     for row, group in enumerate(groups):
         for col, index in enumerate(group):
@@ -715,4 +718,24 @@ def plot_duplicates(
             title = f"{_short_name(duplicates.items[index])}\n{image.shape[1]}x{image.shape[0]}"
             frame = _KEPT if index in kept else None
             _show(fig.add_subplot(grid[row, col]), image, title, frame)
+    shown = shown_of_duplicates(duplicates.groups, max_groups, max_per_group)
+    if shown and area is None:
+        fig.suptitle(f"Showing {shown}")
+    elif shown:  # the user's figure keeps its own title: the note goes above the area of the axes
+        fig.text((area.x0 + area.x1) / 2, area.y1 + 0.04, f"Showing {shown}", ha="center", va="bottom")
     return fig
+
+
+def shown_of_duplicates(groups, max_groups, max_per_group):
+    """What a plot of the first ``max_groups`` groups (``max_per_group`` images each) shows, when it
+    leaves some out ("the first 10 of 12 groups of duplicates (2 not drawn)"); "" when it shows all."""
+    parts = []
+    if len(groups) > max_groups:
+        parts.append(
+            f"the first {max_groups} of {len(groups)} groups of duplicates ({len(groups) - max_groups} not drawn)"
+        )
+    larger = sum(len(group) > max_per_group for group in groups[:max_groups])
+    if larger:
+        images = "image" if max_per_group == 1 else f"{max_per_group} images"
+        parts.append(f"the first {images} of {larger} larger group{'s' if larger > 1 else ''}")
+    return "; ".join(parts)

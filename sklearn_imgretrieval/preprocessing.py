@@ -134,7 +134,10 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
       0 to 255, and is divided by 255; other values raise a ``ValueError``
       (cast 16-bit data to uint16 first);
     - floats are passed through unchanged, as float32; NaN, infinity and
-      values beyond float32's range raise a ``ValueError``;
+      values beyond float32's range raise a ``ValueError``, and values
+      outside [0, 1] by more than 0.25 (0-255 pixels stored as floats, or
+      [-1, 1]) give a ``UserWarning`` with the fix: a warning, not an
+      error, since rows of other features are valid input too;
     - in files, 8-bit modes are divided by 255, 16-bit modes by 65535, and
       32-bit integer images (Pillow mode ``I``) by 65535 when their values
       fit 16 bits (otherwise they are refused); float images (mode ``F``)
@@ -257,9 +260,15 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
             )
         if is_dask_array(X) and self.flatten:
             return transform_blocks(self.transform, X, int(np.prod(self.image_shape_)))
-        kind, data = self._read_input(X, reset=False)
         size = _check_size(self.size)
         height, width, channels = self.image_shape_
+        if size is not None:  # set_params after fit must not get past the limit fit checked
+            _check_pixel_count(*size, channels)
+        kind, data = self._read_input(X, reset=False)
+        for array in [data] if kind == "array" else [item for item in data if isinstance(item, np.ndarray)]:
+            advice = "pass them as uint8, which is scaled to [0, 1]"
+            if _image_io.warn_unless_unit_range(array, who="ImagePreprocessor", uint8_advice=advice):
+                break
         if kind == "array" and size is None and self.crop is None:
             if data.shape[1:3] != (height, width):
                 raise ValueError(
@@ -362,7 +371,16 @@ def read_image_input(estimator, X, *, reset, image_shape=None):
         if arr is not None and arr.ndim != 2:
             return "array", check_image_array(arr)
     rows = validate_data(estimator, X, reset=reset, dtype=_PIXEL_DTYPES, ensure_min_samples=1)
-    return "array", rows_to_images(rows, image_shape_of_rows(rows.shape[1], image_shape))
+    shape = image_shape_of_rows(rows.shape[1], image_shape)
+    _check_batch_pixel_count(*shape[:2])
+    return "array", rows_to_images(rows, shape)
+
+
+def _check_batch_pixel_count(height, width):
+    try:
+        _image_io.check_pixel_count(height, width)
+    except ValueError as exc:
+        raise ValueError(f"Cannot use these images: {exc}.") from None
 
 
 def check_image_array(arr):
@@ -386,4 +404,5 @@ def check_image_array(arr):
             f"Images must have 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) "
             f"channels; got {arr.shape[3]} in an array of shape {arr.shape}."
         )
+    _check_batch_pixel_count(arr.shape[1], arr.shape[2])
     return arr

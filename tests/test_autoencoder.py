@@ -18,6 +18,7 @@ from sklearn_imgretrieval import (
     AutoencoderEmbedder,
     ImagePreprocessor,
     NearestImageRetriever,
+    VAEEmbedder,
     make_retrieval_pipeline,
 )
 from sklearn_imgretrieval.datasets import load_digits_images
@@ -195,6 +196,30 @@ def test_nan_and_inf_are_rejected(digits):
     rows[0, 0] = np.inf
     with pytest.raises(ValueError, match="infinity"):
         AutoencoderEmbedder(**TINY).fit(rows)
+
+
+def test_a_batch_size_whose_padded_batch_passes_1_gib_is_refused_before_training():
+    rows = np.random.default_rng(0).random((4, 64), dtype=np.float32)
+    # Once every prediction batch was padded to 10**8 rows of 64 values (24 GiB) for 4 images.
+    message = (
+        r"batch_size=100,000,000 makes batches of 100,000,000 rows of 64 float32 values, 23.8 GiB, more than "
+        r"the 1 GiB a batch may take .* Use batch_size <= 4,194,304"
+    )
+    for cls in (AutoencoderEmbedder, VAEEmbedder):
+        with pytest.raises(ValueError, match=message):
+            cls(**{**TINY, "epochs": 1, "batch_size": 10**8}).fit_transform(rows)
+    fitted = AutoencoderEmbedder(**{**TINY, "epochs": 1, "batch_size": 4_194_304}).fit(rows)  # the largest allowed
+    with pytest.raises(ValueError, match=message):  # checked again by transform, after set_params
+        fitted.set_params(batch_size=10**8).transform(rows)
+
+
+def test_float_pixels_in_0_255_are_warned_about(digits):
+    images, _ = digits
+    rows = images.reshape(len(images), -1)
+    with pytest.warns(
+        UserWarning, match=r"AutoencoderEmbedder was given float pixels from 0 to 255.*divide them by 255"
+    ):
+        AutoencoderEmbedder(**{**TINY, "epochs": 1}).fit(rows * 255)
 
 
 def test_too_few_samples_for_the_validation_split():

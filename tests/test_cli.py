@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from sklearn_imgretrieval import cli
+from sklearn_imgretrieval.cli._common import shown_path
 
 pytestmark = pytest.mark.network  # the commands run in new processes, each importing TensorFlow for its embedder
 
@@ -502,3 +503,95 @@ def test_dedupe_refuses_bad_options_before_touching_anything(copies, tmp_path, c
         assert main(["dedupe", str(copies), *map(str, options)]) == 2
         assert message in capsys.readouterr().err
     assert _snapshot(copies) == before
+
+
+# ----------------------------------------------------------- printed paths
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("plain.jpg", "plain.jpg"),
+        ("a b.jpg", "'a b.jpg'"),
+        ("it's.jpg", '"it\'s.jpg"'),
+        ("it's $5.jpg", "'it'\\''s $5.jpg'"),
+        ("a\nb.jpg", "'a'$'\\n''b.jpg'"),
+        ("\nb.jpg", "''$'\\n''b.jpg'"),
+        ("tail\n", "'tail'$'\\n'"),
+        ("a\r\n\tb", "'a'$'\\r\\n\\t''b'"),
+        ("red\x1b[31m.jpg", "'red'$'\\033''[31m.jpg'"),
+        ("it's\nb", "'it'\\''s'$'\\n''b'"),
+        ("bad\udcffbyte.jpg", "'bad'$'\\377''byte.jpg'"),  # a byte that is not UTF-8
+        ("line\u2028sep", "'line'$'\\342\\200\\250''sep'"),
+        ("café.jpg", "café.jpg"),
+        ("#1.jpg", "'#1.jpg'"),
+        ("no#1.jpg", "no#1.jpg"),
+        ("", "''"),
+    ],
+)
+def test_paths_are_shown_as_gnu_ls_quotes_them(name, shown):
+    assert shown_path(name) == shown
+    assert "\n" not in shown_path(name)
+    if "\udcff" not in name:  # bash reads the shown name back as the name itself
+        printed = subprocess.run(["bash", "-c", f"printf %s {shown}"], capture_output=True).stdout
+        assert printed.decode() == name
+
+
+@pytest.mark.skipif(
+    b"GNU coreutils" not in subprocess.run(["ls", "--version"], capture_output=True).stdout,
+    reason="compares with GNU ls, which this system's ls is not",
+)
+def test_paths_are_shown_exactly_as_gnu_ls_shows_them(tmp_path):
+    names = [
+        "plain.jpg", "a b.jpg", "it's.jpg", "it's a.jpg", "it's!", "a\nb.jpg", "\nlead.jpg", "tail\n", "a\n\nb",
+        "a\n'b", "'\n'", "tab\there", "esc\x1b[31m", "del\x7f", "bell\a", "nel\u0085x", "café.jpg", "nbsp\u00a0x",
+        "$x", "#hash", "mid#hash", "~tilde", "mid~tilde", "a=b", "x{y}", "x]y", "!bang", 'q"uote', "back\\slash",
+        "a*b", "a?b", "semi;", "amp&", "pipe|", "lt<", "gt>", "paren(", "brack[", "caret^", "back`tick", "-lead",
+        "bad\udcffbyte",
+    ]  # fmt: skip
+    for name in names:
+        (tmp_path / name).touch()
+    listed = subprocess.run(
+        ["ls", "-1", "--quoting-style=shell-escape", tmp_path], capture_output=True, env={"LC_ALL": "C.UTF-8"}
+    ).stdout
+    assert sorted(listed.decode("utf-8", "surrogateescape").splitlines()) == sorted(map(shown_path, names))
+
+
+def test_a_file_name_with_a_newline_is_one_line_of_the_query_table(photos, tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(photos / "rings", folder)
+    (folder / "rings1.jpg").rename(folder / "rings\n1.jpg")
+    index = tmp_path / "rings.idx"
+    assert main("index", folder, "-o", index, "--embedder", "pca", "--dims", 2, "--size", 16, 16)[0] == 0
+    status, out, _ = main("query", index, folder / "rings\n1.jpg", "-k", 2)
+    assert status == 0
+    lines = out.splitlines()
+    assert len(lines) == 3  # the query and its 2 answers (5 lines when names broke the table)
+    shown = shown_path(folder / "rings\n1.jpg")
+    assert lines[0] == f"query: {shown}" and lines[1].endswith(f"  {shown}")
+
+
+def test_a_file_name_with_a_newline_is_one_line_of_dedupe_groups(copies, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("astronaut.jpg", "astronaut_q25.jpg", "moon.jpg"):
+        shutil.copy(copies / name, folder / name.replace("_", "\n_"))
+    status, out, _ = main("dedupe", folder, "--method", "phash")
+    assert status == 0
+    copy = folder / "astronaut\n_q25.jpg"
+    lines = out.splitlines()
+    assert lines[1].startswith("group 0 (2 images), kept for: ") and len(lines) == 4  # 5 when names broke the listing
+    assert sorted(lines[2:]) == [f"  dup  {shown_path(copy)}", f"  keep {shown_path(folder / 'astronaut.jpg')}"]
+    assert "'$'\\n''_q25.jpg'" in out
+
+
+def test_dedupe_says_which_groups_its_plot_leaves_out(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, size=(12, 32, 32), dtype=np.uint8)
+    for number, pixels in enumerate(noise):
+        for copy in ("a", "b"):
+            Image.fromarray(pixels).save(folder / f"{number}{copy}.png")
+    plot = tmp_path / "groups.png"
+    status, out, err = main("dedupe", folder, "--method", "phash", "--plot", plot)
+    assert status == 0 and out.startswith("12 groups of duplicates") and plot.is_file()
+    # the picture draws 10 of the 12 groups: once "wrote groups.png" and nothing more
+    assert f"wrote {plot}, showing the first 10 of 12 groups of duplicates (2 not drawn)\n" in err

@@ -8,6 +8,7 @@ needs no network so that it starts in a few seconds.
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -97,17 +98,29 @@ def _get(url):
         return response.status, json.loads(response.read())
 
 
-def test_serves_the_index_read_only_and_stops_cleanly_on_ctrl_c(index_file):
+#: The command in a fresh Python whose SIGINT is set first, whatever the test runner's is: from a
+#: terminal, Python's own handler (KeyboardInterrupt); as a background job of a script, ignored
+#: (inherited that way, which is how `serve` was once seen to exit 0 without a word).
+_WITH_SIGINT = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, {handler}); sys.argv[0] = 'imgretrieval'; "
+    "runpy.run_module('sklearn_imgretrieval', run_name='__main__')"
+)
+
+
+@pytest.mark.parametrize("handler", ["signal.default_int_handler", "signal.SIG_IGN"], ids=["terminal", "ignored"])
+def test_serves_the_index_read_only_and_stops_cleanly_on_ctrl_c(index_file, handler):
     before = (index_file.read_bytes(), index_file.stat().st_mtime_ns)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    code = _WITH_SIGINT.format(handler=handler)
     server = subprocess.Popen(
-        [sys.executable, "-m", "sklearn_imgretrieval", "serve", str(index_file), "--port", "0", "-k", "3"],
+        [sys.executable, "-c", code, "serve", str(index_file), "--port", "0", "-k", "3"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
     try:
+        assert select.select([server.stdout], [], [], 60)[0], "the server printed nothing in 60 s"
         line = server.stdout.readline()
         url = re.search(r"at (http://127\.0\.0\.1:\d+)", line).group(1)
         assert f"serving {index_file} (4 images)" in line

@@ -17,6 +17,10 @@ import sklearn_imgretrieval
 from sklearn_imgretrieval import ImagePreprocessor, NearestImageRetriever, RetrievalPipeline
 from sklearn_imgretrieval.estimator_checks import yield_checks
 
+# scikit-learn's check data are normal-distributed features, not pixels in [0, 1]: the
+# estimators' warning about the pixels' range is expected there.
+pytestmark = pytest.mark.filterwarnings("ignore:.* was given float pixels from:UserWarning")
+
 #: Settings that keep the checks fast; the estimators' defaults stay untouched.
 CHECK_PARAMS = {
     "AutoencoderEmbedder": dict(latent_dim=2, hidden_units=(8,), epochs=2, batch_size=16, random_state=0),
@@ -24,12 +28,22 @@ CHECK_PARAMS = {
     "VAEEmbedder": dict(
         latent_dim=2, architecture="dense", hidden_units=(8,), loss="mse", epochs=2, batch_size=16, random_state=0
     ),
-    # scikit-learn's check data are rows of a few features, not images: resized to 8x8 inside the network
+    # scikit-learn's check data are rows of a few features, not images: declared strips one pixel
+    # high (image_shape=(1, -1), since other row lengths than square images are refused), resized
+    # to 8x8 inside the network
     "ContrastiveEmbedder": dict(
-        latent_dim=2, filters=(4,), projection_units=(4,), input_size=8, epochs=1, batch_size=128, random_state=0
+        latent_dim=2,
+        filters=(4,),
+        projection_units=(4,),
+        input_size=8,
+        epochs=1,
+        batch_size=128,
+        image_shape=(1, -1),
+        random_state=0,
     ),
-    # random weights at the smallest input Lite0 takes: the checks test the wrapper, not ImageNet
-    "PretrainedCNNEmbedder": dict(weights=None, input_size=32, batch_size=16, random_state=0),
+    # random weights at the smallest input Lite0 takes: the checks test the wrapper, not ImageNet;
+    # the check data declared strips one pixel high, as for ContrastiveEmbedder
+    "PretrainedCNNEmbedder": dict(weights=None, input_size=32, batch_size=16, image_shape=(1, -1), random_state=0),
 }
 
 #: Every search algorithm of the retriever goes through the checks.

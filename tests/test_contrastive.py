@@ -160,6 +160,9 @@ def test_clear_errors_before_training(digits):
         ContrastiveEmbedder(**TINY).fit(images[:1])
     with pytest.raises(ValueError, match="encoder='lite0' takes images of at least 32x32"):
         ContrastiveEmbedder(encoder="lite0", input_size=16, **TINY).fit(images)
+    # rows that are not square images (once read as strips one pixel high)
+    with pytest.raises(ValueError, match=r"rows with 1000 features.*Set image_shape="):
+        ContrastiveEmbedder(**TINY).fit(np.random.default_rng(0).random((4, 1000), dtype=np.float32))
 
 
 def test_clone_keeps_the_parameters(fitted):

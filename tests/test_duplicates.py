@@ -183,6 +183,8 @@ def test_cnn_finds_crops_rotations_and_mirrors(photo_folder, monkeypatch):
         ({"method": "phash", "hash_size": 16, "max_distance": -1}, r"lies in \[0, 256\].*default .* is 40"),
         ({"method": "cnn", "max_distance": 2.5}, r"cosine distance lies in \[0, 2\]. The default .* is 0.15"),
         ({"method": "dhash", "hash_size": 12}, "hash_size=12 is not a power of two"),
+        ({"method": "phash", "hash_size": 128}, r"hash_size=128 is more than 64, the largest hash size"),
+        ({"method": "cnn", "batch_size": 10**8}, r"batch_size=100,000,000 .* 1 GiB .* batch_size <= 3,495"),
         ({"method": "sha256"}, "method='sha256' is not a method"),
         ({"method": "precomputed"}, "max_distance='auto' is calibrated for method='cnn' and the hash methods only"),
         ({"method": "precomputed", "max_distance": 1, "robust": True}, "robust=True .* needs the images"),

@@ -133,6 +133,28 @@ def test_chunks_give_the_same_codes(photo_files, monkeypatch):
     np.testing.assert_array_equal(ImageHasher().fit_transform(photo_files[:20]), codes)
 
 
+def test_a_hash_size_past_64_is_refused_before_any_image_is_shrunk():
+    images = np.zeros((2, 16, 16), dtype=np.uint8)
+    # hash_size=4096 once grew past 4 GB on two 16x16 images.
+    with pytest.raises(ValueError, match=r"hash_size=4096 is more than 64.*16384x16384 float64 pixels \(2,048 MiB"):
+        ImageHasher(hash_size=4096).fit_transform(images)
+    with pytest.raises(ValueError, match="hash_size=128 is more than 64"):
+        ImageHasher(hash_size=128).transform(images)
+    assert ImageHasher(hash_size=64).fit_transform(images).shape == (2, 512)
+
+
+def test_chunks_shrink_as_the_hash_size_grows(photos, monkeypatch):
+    # 32 MiB of float64 pixels at a time: 4096 images at the default size, 64 of 256x256 (hash_size=64)
+    assert hashing_module._images_per_chunk("phash", 8) == 4096
+    assert hashing_module._images_per_chunk("phash", 64) == 64
+    assert hashing_module._images_per_chunk("dhash", 64) == 1008  # 64x65 images
+    images = [np.asarray(photo) for photo in photos[:10]]
+    codes = ImageHasher(hash_size=32).fit_transform(images)
+    monkeypatch.setattr(hashing_module, "_CHUNK_BYTES", 3 * 8 * 128 * 128)  # three pHash images of 128x128
+    assert hashing_module._images_per_chunk("phash", 32) == 3
+    np.testing.assert_array_equal(ImageHasher(hash_size=32).fit_transform(images), codes)
+
+
 def test_exif_orientation_and_16_bit_files(photos, tmp_path):
     photo = photos[0]
     upright = ImageHasher(jpeg_draft=False).fit_transform([photo])

@@ -202,6 +202,23 @@ def test_bad_rows_are_refused_and_a_failed_partial_fit_changes_nothing(gallery):
         NearestImageRetriever(metric="hamming").fit(X)
 
 
+@pytest.mark.parametrize("algorithm", ["brute", "flat"])
+def test_a_bool_is_not_a_number_of_neighbours_nor_a_radius(gallery, algorithm):
+    X, _ = gallery
+    retriever = NearestImageRetriever(algorithm=algorithm).fit(X)
+    for ask in (
+        lambda: retriever.kneighbors(X[:2], n_neighbors=True),  # was answered as n_neighbors=1
+        lambda: retriever.kneighbors(n_neighbors=True),
+        lambda: retriever.kneighbors_graph(X[:2], n_neighbors=True),
+    ):
+        with pytest.raises(ValueError, match="n_neighbors must be a positive integer, got True"):
+            ask()
+    with pytest.raises(ValueError, match="radius must be a finite non-negative number, got True"):
+        retriever.radius_neighbors(X[:2], radius=True)
+    with pytest.raises(ValueError, match="n_neighbors must be a positive integer, got True"):
+        NearestImageRetriever(algorithm=algorithm, n_neighbors=True).fit(X).kneighbors(X[:2])
+
+
 def test_labels_must_be_complete_and_of_one_type(gallery):
     X, y = gallery
     with pytest.raises(ValueError, match="contain None"):

@@ -9,10 +9,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 
-from sklearn_imgretrieval import ImagePreprocessor, NearestImageRetriever, make_retrieval_pipeline  # noqa: E402
+from sklearn_imgretrieval import (  # noqa: E402
+    ImagePreprocessor,
+    NearestImageRetriever,
+    find_duplicates,
+    make_retrieval_pipeline,
+)
 from sklearn_imgretrieval.plotting import (  # noqa: E402
     EmbeddingDisplay,
     RetrievalDisplay,
+    plot_duplicates,
     plot_embedding,
     plot_retrieval,
 )
@@ -150,3 +156,36 @@ def test_plot_embedding_draws_into_ax():
     assert plot_embedding(X, np.arange(20) % 2, ax=right) is fig
     assert right.get_xlabel() == "PCA 1" and left.get_xlabel() == ""
     assert len(right.collections) == 2
+
+
+def _twelve_groups(sizes=(2,) * 12):
+    """Noise images and exact copies: one group of duplicates per entry of ``sizes``."""
+    originals = np.random.default_rng(0).integers(0, 256, size=(len(sizes), 32, 32), dtype=np.uint8)
+    images = np.concatenate([np.repeat(original[None], size, axis=0) for original, size in zip(originals, sizes)])
+    found = find_duplicates(images, method="phash")
+    assert [len(group) for group in found.groups] == list(sizes)
+    return found, images
+
+
+def test_plot_duplicates_says_how_many_groups_it_left_out():
+    found, images = _twelve_groups()
+    fig = plot_duplicates(found, images)  # 10 groups drawn: once nothing said the other 2 were left out
+    assert len(fig.axes) == 20
+    assert fig.get_suptitle() == "Showing the first 10 of 12 groups of duplicates (2 not drawn)"
+    assert plot_duplicates(found, images, max_groups=12).get_suptitle() == ""  # all drawn: nothing to say
+    fig = plot_duplicates(found, images, max_groups=11, max_per_group=1)
+    assert fig.get_suptitle() == (
+        "Showing the first 11 of 12 groups of duplicates (1 not drawn); the first image of 11 larger groups"
+    )
+
+
+def test_plot_duplicates_into_an_axes_leaves_the_figures_title_alone():
+    found, images = _twelve_groups((3, 2))
+    fig, (left, right) = plt.subplots(1, 2)
+    fig.suptitle("mine")
+    plot_duplicates(found, images, max_groups=1, max_per_group=2, ax=right)
+    assert fig.get_suptitle() == "mine"
+    assert [text.get_text() for text in fig.texts] == [  # the suptitle is one of them
+        "mine",
+        "Showing the first 1 of 2 groups of duplicates (1 not drawn); the first 2 images of 1 larger group",
+    ]

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image, JpegImagePlugin
 from sklearn.exceptions import NotFittedError
 
-from sklearn_imgretrieval import ImagePreprocessor
+from sklearn_imgretrieval import ImageHasher, ImagePreprocessor
 
 RNG = np.random.default_rng(0)
 
@@ -42,6 +43,33 @@ def test_output_never_shares_memory_with_the_input():
     np.testing.assert_array_equal(images, before)
 
 
+@pytest.mark.parametrize(
+    "make_input, advice",
+    [
+        (lambda images: images * 255, r"from 0 to 255, .* divide them by 255, or pass them as uint8"),
+        (lambda images: [image * 255 for image in images], r"from 0 to 126.5, .* divide them by 255"),
+        (lambda images: images * 2 - 1, r"from -1 to 1, .* map them back with \(X \+ 1\) / 2"),
+        (lambda images: images.reshape(len(images), -1) * 255, r"from 0 to 255, .* divide them by 255"),
+    ],
+    ids=["0-255", "list-0-255", "minus-1-to-1", "rows-0-255"],
+)
+def test_float_pixels_outside_the_unit_range_are_warned_about_with_the_fix(make_input, advice):
+    images = np.linspace(0, 1, 2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8)
+    pre = ImagePreprocessor().fit(images)
+    with pytest.warns(UserWarning, match="ImagePreprocessor was given float pixels " + advice):
+        out = pre.transform(make_input(images))
+    assert out.min() < 0 or out.max() > 1  # passed through, as documented, with the warning
+
+
+def test_pixels_in_the_unit_range_and_integers_are_not_warned_about():
+    images = np.linspace(0, 1, 2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8)
+    overshoot = images * 1.2 - 0.1  # what sharp resampling does at edges: -0.1 to 1.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for X in (images, overshoot, (images * 255).astype(np.uint8), (images * 255).astype(np.int64)):
+            ImagePreprocessor().fit_transform(X)
+
+
 def test_two_d_rows_shape_rules():
     assert ImagePreprocessor().fit(np.zeros((2, 64))).image_shape_ == (8, 8, 1)
     assert ImagePreprocessor().fit(np.zeros((2, 48))).image_shape_ == (4, 4, 3)
@@ -49,6 +77,9 @@ def test_two_d_rows_shape_rules():
     assert ImagePreprocessor(image_shape=(2, 5)).fit(np.zeros((2, 10))).image_shape_ == (2, 5, 1)
     with pytest.raises(ValueError, match=r"image_shape=\(3, 3\) holds 9 values"):
         ImagePreprocessor(image_shape=(3, 3)).fit(np.zeros((2, 10)))
+    # one side may be -1, as in numpy.reshape
+    assert ImagePreprocessor(image_shape=(2, -1)).fit(np.zeros((2, 10))).image_shape_ == (2, 5, 1)
+    assert ImagePreprocessor(image_shape=(2, 1, -1)).fit(np.zeros((2, 6))).image_shape_ == (2, 1, 3)
 
 
 def test_three_d_and_flatten_false():
@@ -342,6 +373,37 @@ def test_an_absurd_size_is_refused_at_fit_with_the_memory_it_needs():
     ):
         ImagePreprocessor(size=(100_000, 100_000)).fit(np.zeros((1, 4, 4, 3)))
     assert ImagePreprocessor(size=(2000, 2000)).fit(np.zeros((1, 4, 4))).image_shape_ == (2000, 2000, 1)
+    fitted = ImagePreprocessor(size=(4, 4)).fit(np.zeros((1, 4, 4)))
+    with pytest.raises(ValueError, match=r"100000x100000 .*37.3 GiB of float32 per image \(1 channel\)"):
+        fitted.set_params(size=(100_000, 100_000)).transform(np.zeros((1, 4, 4)))  # before resizing to it
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        np.broadcast_to(np.uint8(0), (1, 100_000, 100_000)),  # a view: NumPy holds it in one byte
+        np.broadcast_to(np.float32(0), (1, 100_000, 100_000, 3)),
+        [np.broadcast_to(np.uint8(0), (100_000, 100_000))],
+        np.broadcast_to(np.uint8(0), (1, 10**10)),  # a flattened square image
+    ],
+    ids=["3-d", "4-d-float", "list", "rows"],
+)
+def test_arrays_over_pillows_pixel_limit_are_refused_before_any_copy(images):
+    # Without the check, transform made 37 GiB of float32 from the one-byte view before failing.
+    message = r"100000x100000 pixels \(10,000,000,000\) are more than PIL.Image.MAX_IMAGE_PIXELS \(89,478,485\)"
+    for estimator in (ImagePreprocessor(size=(8, 8)), ImageHasher()):
+        with pytest.raises(ValueError, match=message):
+            estimator.fit_transform(images)
+    fitted = ImagePreprocessor(size=(8, 8)).fit(np.zeros((1, 16, 16), dtype=np.uint8))
+    with pytest.raises(ValueError, match=message):
+        fitted.transform(images)
+
+
+def test_arrays_within_pillows_pixel_limit_are_read(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 16 * 16)
+    assert ImagePreprocessor(size=(4, 4)).fit_transform(np.zeros((1, 16, 16), dtype=np.uint8)).shape == (1, 16)
+    with pytest.raises(ValueError, match=r"16x17 pixels \(272\) are more than PIL.Image.MAX_IMAGE_PIXELS \(256\)"):
+        ImagePreprocessor(size=(4, 4)).fit_transform(np.zeros((1, 16, 17), dtype=np.uint8))
 
 
 def test_long_failure_lists_are_capped_with_a_count(tmp_path):

@@ -333,6 +333,20 @@ def test_lite0_refuses_images_of_another_shape_with_as_many_pixels():
 
 
 # ------------------------------------------------------------------ errors
+def test_rows_that_are_not_images_need_image_shape():
+    features = np.random.default_rng(0).random((2, 1000), dtype=np.float32)
+    # Once read as 1x1000 grayscale images without a word.
+    with pytest.raises(ValueError, match=r"rows with 1000 features.*Set image_shape=.*\(1, -1\)"):
+        PretrainedCNNEmbedder(**RANDOM).fit(features)
+    assert PretrainedCNNEmbedder(**RANDOM).fit(features[:, :768]).image_shape_ == (16, 16, 3)  # square RGB rows
+    assert PretrainedCNNEmbedder(**RANDOM, image_shape=(1, -1)).fit(features).image_shape_ == (1, 1000, 1)
+    assert PretrainedCNNEmbedder(**RANDOM, image_shape=(10, -1)).fit(features).image_shape_ == (10, 100, 1)
+    with pytest.raises(ValueError, match=r"image_shape=\(3, -1\) holds a multiple of 3 values.*1000 features"):
+        PretrainedCNNEmbedder(**RANDOM, image_shape=(3, -1)).fit(features)
+    with pytest.raises(ValueError, match=r"one of which may be -1.*got \(-1, -1\)"):
+        PretrainedCNNEmbedder(**RANDOM, image_shape=(-1, -1)).fit(features)
+
+
 def test_clear_errors():
     images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
     with pytest.raises(ValueError, match="NaN"):
@@ -345,6 +359,29 @@ def test_clear_errors():
         PretrainedCNNEmbedder("alexnet").fit(images)
     with pytest.raises(FileNotFoundError, match="neither 'imagenet', None nor an existing file"):
         PretrainedCNNEmbedder(weights="/no/such/weights.h5").fit(images)
+
+
+def test_a_batch_size_is_bounded_by_the_network_input_it_makes():
+    images = np.zeros((1, 16, 16, 3), dtype=np.float32)  # resized to 32x32 inside the network: 3,072 values
+    with pytest.raises(ValueError, match=r"batch_size=100,000,000 .* rows of 3,072 float32 .* batch_size <= 87,381"):
+        PretrainedCNNEmbedder(**{**RANDOM, "batch_size": 10**8}).fit_transform(images)
+    with pytest.raises(ValueError, match=r"rows of 150,528 float32 values.*Use batch_size <= 1,783"):
+        PretrainedCNNEmbedder(weights=None, batch_size=1784).fit(images)  # Lite0 at 224x224
+
+
+def test_pixels_outside_the_unit_range_are_warned_about_at_fit_and_transform():
+    images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    message = (
+        r"PretrainedCNNEmbedder was given float pixels from .* to 25\d.*divide them by 255, or put ImagePreprocessor"
+    )
+    for X in (images * 255, (images * 255).astype(np.uint8)):  # embedders scale neither
+        with pytest.warns(UserWarning, match=message):
+            embedder = PretrainedCNNEmbedder(**RANDOM).fit(X)
+        with pytest.warns(UserWarning, match=message):
+            embedder.transform(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        PretrainedCNNEmbedder(**RANDOM).fit(images).transform(images)
 
 
 def test_a_weights_file_of_another_backbone_is_refused(tmp_path):

@@ -20,7 +20,13 @@ from sklearn.base import BaseEstimator, TransformerMixin
 pytest.importorskip("starlette", reason="the serve extra is not installed: pip install -e '.[serve]'")
 from starlette.testclient import TestClient
 
-from sklearn_imgretrieval import ImagePreprocessor, NearestImageRetriever, make_retrieval_pipeline, save
+from sklearn_imgretrieval import (
+    ImageHasher,
+    ImagePreprocessor,
+    NearestImageRetriever,
+    make_retrieval_pipeline,
+    save,
+)
 from sklearn_imgretrieval.datasets import load_sample_photos, make_near_duplicates
 from sklearn_imgretrieval.indexing import ImageIndex
 from sklearn_imgretrieval.serve import create_app
@@ -266,7 +272,7 @@ def _truncated_jpeg():
         (b"", "the uploaded file is empty"),
         (b"just some text, not an image", "is not an image Pillow can read"),
         (b"%PDF-1.4\n" + bytes(500), "is not an image Pillow can read"),
-        (_truncated_jpeg(), "the uploaded image cannot be decoded: "),
+        (_truncated_jpeg(), "the uploaded image cannot be decoded (OSError: image file is truncated"),
     ],
     ids=["empty", "text", "pdf", "truncated-jpeg"],
 )
@@ -274,6 +280,15 @@ def test_a_file_that_is_not_a_usable_image_gets_400(client, data, reason):
     response = _upload(client, data)
     assert response.status_code == 400
     assert response.json()["error"].startswith("Not a usable image: ") and reason in response.json()["error"]
+    # a message for a web user: one full stop, no advice meant for a batch of files
+    error = response.json()["error"]
+    assert error.endswith(".") and not error.endswith("..") and "Fix or drop" not in error and "\n" not in error
+
+
+def test_an_image_that_cannot_be_decoded_says_what_to_send(client):
+    error = _upload(client, _truncated_jpeg()).json()["error"]
+    assert error.startswith("Not a usable image: the uploaded image cannot be decoded (OSError: image file is trunc")
+    assert error.endswith("); it may be damaged or cut short: send the whole file again, or another copy of the image.")
 
 
 def test_an_image_with_too_many_pixels_is_refused_before_decoding(collection):
@@ -417,6 +432,66 @@ def test_duplicate_groups_come_from_the_stored_embeddings(collection, tmp_path):
             response = client.get(f"/api/duplicates?max_distance={text}")
             assert response.status_code == 400 and "max_distance must be a number" in response.json()["error"]
         assert client.get("/api/duplicates").status_code == 400
+
+
+@pytest.mark.parametrize(
+    "retriever, hasher, bad, allowed",
+    [
+        (NearestImageRetriever(metric="cosine"), False, ["1e308", "2.5", "inf"], "from 0 to 2, in the cosine distance"),
+        (
+            NearestImageRetriever(metric="hamming"),
+            True,
+            ["65", "1e308"],
+            "from 0 to 64, in differing bits of the 64-bit codes",
+        ),
+        (NearestImageRetriever(), False, ["inf", "-1e-9", "nan"], "of at least 0, in the euclidean distance"),
+    ],
+    ids=["cosine", "hamming", "euclidean"],
+)
+def test_a_max_distance_out_of_the_metrics_range_is_a_json_400_naming_the_range(
+    collection, retriever, hasher, bad, allowed
+):
+    # max_distance=1e308 on a cosine index was a 500 "Internal Server Error" with a traceback.
+    steps = [ImagePreprocessor(size=(32, 32)), *([ImageHasher()] if hasher else []), retriever]
+    paths = collection[1][:6]
+    index = ImageIndex(make_retrieval_pipeline(*steps).fit(paths), paths)
+    with TestClient(create_app(index), base_url=LOCAL) as client:
+        for text in bad:
+            response = client.get(f"/api/duplicates?max_distance={text}")
+            assert response.status_code == 400, response.text
+            assert response.json()["error"] == f"max_distance must be a number {allowed}; got {text!r}."
+        assert client.get("/api/duplicates?max_distance=0").status_code == 200
+        missing = client.get("/api/duplicates")  # no default measured for these indexes
+        assert missing.status_code == 400 and missing.json()["error"].startswith(
+            f"Give max_distance, a number {allowed}"
+        )
+
+
+@pytest.mark.network
+def test_duplicates_of_a_lite0_index_default_to_the_documented_0_15(collection):
+    from sklearn_imgretrieval import PretrainedCNNEmbedder
+
+    paths = collection[1][:4]
+    steps = [ImagePreprocessor(size=(64, 64), color_mode="rgb"), PretrainedCNNEmbedder()]
+    index = ImageIndex(make_retrieval_pipeline(*steps, NearestImageRetriever(metric="cosine")).fit(paths), paths)
+    with TestClient(create_app(index), base_url=LOCAL) as client:
+        answer = client.get("/api/duplicates").json()
+        assert answer["max_distance"] == 0.15 and answer["groups"] == []  # four different photos
+        response = client.get("/api/duplicates?max_distance=3")
+        assert response.status_code == 400 and response.json()["error"].endswith("The default for this index is 0.15.")
+
+
+def test_an_unexpected_failure_is_a_json_500_without_the_traceback(collection):
+    app = create_app(_index(collection))
+
+    def broken(*args):
+        raise RuntimeError("a bug, with /home/me/secret/path in its message")
+
+    app.state.searcher.duplicate_groups = broken
+    with TestClient(app, base_url=LOCAL, raise_server_exceptions=False) as client:
+        response = client.get("/api/duplicates?max_distance=0.1")
+    assert response.status_code == 500
+    assert response.json() == {"error": "The server failed to answer this request; its log says why."}
 
 
 # ------------------------------------------------------- page, index, hosts

@@ -249,3 +249,66 @@ def embedder_arguments(parser):
         help="images per batch through the network. Default: the embedder's own (32 for lite0, 128 for the others)",
     )
     group.add_argument("--epochs", type=positive_int, help="training epochs of autoencoder and vae. Default: 10")
+
+
+# ------------------------------------------------------------ printed paths
+#: Characters the shell gives a meaning to, which GNU ls's shell-escape quoting quotes ("#" and "~" only first).
+_SHELL_SPECIAL = frozenset(" !\"$&'()*;<=>?[\\^`|")
+#: Characters GNU ls escapes by name inside $'...'; other unprintable ones are octal bytes.
+_NAMED_ESCAPES = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f", "\r": "\\r"}
+
+
+def _unprintable(char):
+    import unicodedata
+
+    # What glibc's iswprint refuses: controls, line and paragraph separators, unassigned code
+    # points, and the surrogates that stand for bytes of a file name that are not UTF-8.
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp", "Cn", "Cs")
+
+
+def _octal_bytes(char):
+    try:
+        data = char.encode("utf-8", "surrogateescape")  # a byte of a name that is not UTF-8: that byte
+    except UnicodeEncodeError:
+        data = char.encode("utf-8", "surrogatepass")
+    return "".join(f"\\{byte:03o}" for byte in data)
+
+
+def shown_path(path):
+    """A path as GNU ``ls`` shows it in a terminal (its shell-escape quoting): on one line, and pasteable.
+
+    Names that need nothing are shown as they are; names with spaces or shell
+    characters are quoted (``'a b.jpg'``, ``"it's.jpg"``), and control
+    characters are escaped (``'a'$'\\n''b.jpg'``), so that a file name cannot
+    break a table into lines or move the terminal's cursor. Every command
+    that prints paths in a table (query's answers, dedupe's groups) prints
+    them through this.
+    """
+    import os
+
+    name = os.fspath(path)
+    if not name:
+        return "''"
+    if not any(map(_unprintable, name)):
+        special = any(char in _SHELL_SPECIAL for char in name) or name[0] in "#~"
+        if not special:
+            return name
+        if "'" in name and not any(char in '"$`\\!' for char in name):
+            return f'"{name}"'
+        return "'" + name.replace("'", "'\\''") + "'"
+    # Quoted text, with each run of unprintable characters as a $'...' escape between the quotes.
+    shown, escaping = ["'"], False
+    for char in name:
+        if _unprintable(char):
+            if not escaping:
+                shown.append("'$'")
+            shown.append(_NAMED_ESCAPES.get(char) or _octal_bytes(char))
+            escaping = True
+        elif char == "'":  # closes the quotes (or the escape), adds \' and opens them again, as ls does
+            shown.append("'\\''")
+            escaping = False
+        else:
+            shown.append(("''" if escaping else "") + char)  # after an escape: close it, open quotes
+            escaping = False
+    shown.append("'")
+    return "".join(shown)

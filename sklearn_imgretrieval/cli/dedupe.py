@@ -7,10 +7,11 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import UsageError, list_folder, positive_int
+from ._common import UsageError, list_folder, positive_int, shown_path
 
 _METHODS = ("cnn", "phash", "dhash", "ahash", "whash")
 _GROUPS_PRINTED = 20
+_GROUPS_PLOTTED, _IMAGES_PLOTTED = 10, 8  # plot_duplicates' max_groups and max_per_group
 
 
 def add_parser(commands, formatter):
@@ -132,7 +133,7 @@ def _print_summary(found, redundant, kept, args):
             mark = "keep" if index in kept_or_reference else "dup "
             if found.has_reference:
                 mark = "ref " if index >= found.n_queries else "dup "
-            print(f"  {mark} {found.items[index]}")
+            print(f"  {mark} {shown_path(found.items[index])}")
     if len(found.groups) > _GROUPS_PRINTED:
         print(f"... and {len(found.groups) - _GROUPS_PRINTED} more groups (all in --csv or --json)")
     return kept_or_reference
@@ -204,10 +205,12 @@ def run(args):
         _write_json(found, redundant, kept, args.json, args.outputs)
         print(f"wrote {args.json}", file=sys.stderr)
     if args.plot and found.groups:
-        from ..plotting import plot_duplicates
+        from ..plotting import plot_duplicates, shown_of_duplicates
 
-        args.outputs.save_figure(plot_duplicates(found, keep=sorted(kept_or_reference)), args.plot)
-        print(f"wrote {args.plot}", file=sys.stderr)
+        limits = {"max_groups": _GROUPS_PLOTTED, "max_per_group": _IMAGES_PLOTTED}
+        args.outputs.save_figure(plot_duplicates(found, keep=sorted(kept_or_reference), **limits), args.plot)
+        shown = shown_of_duplicates(found.groups, *limits.values())
+        print(f"wrote {args.plot}" + (f", showing {shown}" if shown else ""), file=sys.stderr)
     elif args.plot:
         print(f"no groups of duplicates: {args.plot} not written", file=sys.stderr)
     if args.move_to and len(redundant):

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from ..persistence import pickle_kind, pickle_refusal
-from ._common import UsageError, positive_int
+from ._common import UsageError, positive_int, shown_path
 
 
 def add_parser(commands, formatter):
@@ -94,9 +94,9 @@ def run(args):
         print(json.dumps(results, indent=2))
     else:
         for result in results:
-            print(f"query: {result['query']}")
+            print(f"query: {shown_path(result['query'])}")
             for rank, neighbour in enumerate(result["neighbors"], start=1):
-                print(f"  {rank:>3}  {neighbour['distance']:10.4f}  {neighbour['path']}")
+                print(f"  {rank:>3}  {neighbour['distance']:10.4f}  {shown_path(neighbour['path'])}")
     if args.plot:
         from ..plotting import plot_retrieval
 

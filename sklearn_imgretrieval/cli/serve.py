@@ -2,6 +2,7 @@
 
 import errno
 import ipaddress
+import signal
 import socket
 import sys
 
@@ -111,6 +112,25 @@ def run(args):
                 "search the index and see its images.",
                 file=sys.stderr,
             )
-        uvicorn.Server(config).run(sockets=[sock])
+        server = _server(uvicorn, config)
+        server.run(sockets=[sock])
+        if server.interrupted:
+            # uvicorn stops on SIGINT even when this process inherited it ignored (a background
+            # job of a script), then raises it again under that disposition, where it vanishes:
+            # report the interruption as Ctrl-C from a terminal is (130 and one line).
+            raise KeyboardInterrupt
     finally:
         sock.close()
+
+
+def _server(uvicorn, config):
+    """A uvicorn server that records whether SIGINT stopped it."""
+
+    class Server(uvicorn.Server):
+        interrupted = False
+
+        def handle_exit(self, sig, frame):
+            self.interrupted = self.interrupted or sig == signal.SIGINT
+            super().handle_exit(sig, frame)
+
+    return Server(config)

@@ -24,6 +24,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.utils.validation import check_is_fitted
 
 from .. import _image_io
+from .._batch_size import check_batch_size
 from ..hashing import HASH_METHODS, ImageHasher, check_hash_size
 from ._result import Duplicates
 
@@ -75,7 +76,15 @@ def _is_transformer(method):
 
 
 def check_duplicate_settings(
-    method="cnn", max_distance="auto", *, top_k=None, hash_size=8, metric="auto", robust=False, codes_dtype=None
+    method="cnn",
+    max_distance="auto",
+    *,
+    top_k=None,
+    hash_size=8,
+    metric="auto",
+    robust=False,
+    codes_dtype=None,
+    batch_size=32,
 ):
     """Check ``find_duplicates``'s options and resolve its defaults, before any image is read.
 
@@ -84,7 +93,7 @@ def check_duplicate_settings(
 
     Parameters
     ----------
-    method, max_distance, top_k, hash_size, metric, robust
+    method, max_distance, top_k, hash_size, metric, robust, batch_size
         As for :func:`find_duplicates`.
     codes_dtype : numpy dtype, default=None
         With ``method="precomputed"``, the dtype of the embeddings or codes:
@@ -108,6 +117,8 @@ def check_duplicate_settings(
     if not isinstance(hash_size, numbers.Integral) or isinstance(hash_size, bool) or hash_size < 4:
         raise ValueError(f"hash_size must be a power of two, at least 4; got {hash_size!r}.")
     check_hash_size(hash_size)
+    if method == "cnn":
+        check_batch_size(batch_size, 3 * CNN_INPUT_SIZE**2)  # the network's RGB input
     if top_k is not None and (not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 1):
         raise ValueError(f"top_k must be None or a positive integer, got {top_k!r}.")
     if robust and not (method == "cnn" or method in HASH_METHODS):
@@ -399,7 +410,8 @@ def find_duplicates(
         algorithm: ``"auto"`` is exact; ``"ivf"`` is approximate and
         faster on millions of images.
     batch_size : int, default=32
-        Images per batch through the CNN.
+        Images per batch through the CNN; a batch may take at most 1 GiB
+        (3,495 images at 160x160).
     n_jobs : int, default=None
         Threads decoding images and searching; ``-1`` means all cores.
 
@@ -431,7 +443,14 @@ def find_duplicates(
         raise TypeError(f"Expected a sequence of images, got a single {type(X).__name__}. Wrap it in a list.")
     codes_dtype = np.asarray(X).dtype if method == "precomputed" else None
     settings = check_duplicate_settings(
-        method, max_distance, top_k=top_k, hash_size=hash_size, metric=metric, robust=robust, codes_dtype=codes_dtype
+        method,
+        max_distance,
+        top_k=top_k,
+        hash_size=hash_size,
+        metric=metric,
+        robust=robust,
+        codes_dtype=codes_dtype,
+        batch_size=batch_size,
     )
     codes, mirror_codes = _embed(X, settings, robust=robust, batch_size=batch_size, n_jobs=n_jobs)
     reference_codes: Any = None

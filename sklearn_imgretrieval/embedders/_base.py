@@ -21,7 +21,9 @@ from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from .._batch_size import check_batch_size
 from .._dask import is_dask_array, transform_blocks
+from .._image_io import warn_unless_unit_range
 from .._image_shape import check_image_shape, infer_image_shape
 from .._sklearn_compat import Interval, validate_data
 
@@ -119,7 +121,10 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
         On ``reset`` sets ``n_features_in_`` and ``image_shape_``. Afterwards
         4-D images must have the fitted shape: a 4x16 image has as many
-        pixels as an 8x8 one, and must not be read as one.
+        pixels as an 8x8 one, and must not be read as one. Values outside
+        [0, 1] give a warning, not an error: 0-255 pixels are a mistake,
+        but features that are not pixels are valid rows for the dense
+        autoencoders (and scikit-learn's checks send such rows).
         """
         four_d = getattr(X, "ndim", None) == 4
         if four_d:
@@ -146,7 +151,14 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 self._check_image_shape(shape)
             self.image_shape_ = shape
             self._input_ndim = 4 if four_d else 2
+        check_batch_size(self.batch_size, self._network_row_values(rows.shape[1]))
+        advice = "put ImagePreprocessor first, which scales uint8 images to [0, 1]"
+        warn_unless_unit_range(rows, who=type(self).__name__, uint8_advice=advice)
         return rows
+
+    def _network_row_values(self, n_features):
+        """Values of one row as the network takes it; networks that resize their input override it."""
+        return n_features
 
     def _as_input_layout(self, rows):
         """Rows back in the layout ``fit`` was given (2-D rows or 4-D images)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
@@ -12,7 +13,7 @@ from keras import ops
 from numpy.typing import ArrayLike
 from sklearn.utils.validation import check_is_fitted
 
-from .._image_shape import image_shape_of_rows
+from .._image_shape import infer_image_shape
 from .._sklearn_compat import Interval, StrOptions, _fit_context
 from . import _lite0
 from ._augmentation import RandomView, smallest_crop_side
@@ -162,7 +163,8 @@ class ContrastiveEmbedder(KerasEmbedder):
         Continue training the fitted networks on the next ``fit``.
     image_shape : tuple or None, default=None
         ``(height, width[, channels])`` of 2-D input rows; inferred for
-        square 1- or 3-channel images.
+        square 1- or 3-channel images, required otherwise (one side may be
+        -1, as in ``numpy.reshape``).
     random_state : int, RandomState instance or None, default=None
         Seeds the weights, the views and the batch order: the same seed on
         the same data and backend gives the same embeddings.
@@ -291,10 +293,11 @@ class ContrastiveEmbedder(KerasEmbedder):
 
     # -------------------------------------------------------------- input
     def _infer_image_shape(self, n_features):
-        # Images are resized inside the network, so any row length is an
-        # image; a row that is not square becomes a strip, as for
-        # PretrainedCNNEmbedder, and must then be resized (input_size).
-        return image_shape_of_rows(n_features, self.image_shape)
+        # Always an image, whatever the encoder: rows that are not one need image_shape.
+        return infer_image_shape(n_features, self.image_shape)
+
+    def _network_row_values(self, n_features):
+        return max(n_features, math.prod(self._network_input_shape()))
 
     def _network_input_shape(self):
         """(side, side, C) or the image's own (H, W, C): what the encoder sees."""

@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
-from .._image_shape import image_shape_of_rows
+from .._image_shape import infer_image_shape
 from .._sklearn_compat import Interval, StrOptions, _fit_context
 from . import _lite0
 from ._base import KerasEmbedder, positive_int_tuple
@@ -261,9 +261,12 @@ class PretrainedCNNEmbedder(KerasEmbedder):
     epochs, learning_rate, validation_fraction, early_stopping, patience
         Training of the fine-tuned head, as for AutoencoderEmbedder.
     batch_size : int, default=32
-        Images per batch through the backbone (and rows per training batch).
+        Images per batch through the backbone (and rows per training batch);
+        a batch's input may take at most 1 GiB (1,783 images at 224x224).
     image_shape : tuple or None, default=None
-        (H, W, C) of the rows; inferred for square 1- or 3-channel images.
+        (H, W, C) of the rows; inferred for square 1- or 3-channel images,
+        required for any other row length (one side may be -1, as in
+        ``numpy.reshape``: ``(1, -1)`` reads any row as a strip one pixel high).
     random_state : int, RandomState or None, default=None
         Seeds the fine-tuned head and random backbone weights.
     verbose : int, default=0
@@ -367,8 +370,11 @@ class PretrainedCNNEmbedder(KerasEmbedder):
 
     # -------------------------------------------------------------- input
     def _infer_image_shape(self, n_features):
-        # A pretrained network takes any image, so any row length works.
-        return image_shape_of_rows(n_features, self.image_shape)
+        # Always an image (resized inside the network): rows that are not one need image_shape.
+        return infer_image_shape(n_features, self.image_shape)
+
+    def _network_row_values(self, n_features):
+        return max(n_features, 3 * self._input_size() ** 2)  # resized to RGB input_size x input_size
 
     def _check_image_shape(self, shape):
         if shape[2] not in (1, 3):

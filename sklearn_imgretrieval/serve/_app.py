@@ -19,6 +19,7 @@ import re
 from importlib import resources
 
 import anyio
+import numpy as np
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -227,21 +228,31 @@ def create_app(
 
     def requested_max_distance(request):
         text = request.query_params.get("max_distance")
-        try:
-            value = float(text)
-        except (TypeError, ValueError):
-            value = None
-        if value is None or not 0 <= value < float("inf"):
+        default = searcher.default_max_distance
+        largest, unit = searcher.max_distance_range()
+        allowed = f"from 0 to {largest:g}, in {unit}" if largest < np.inf else f"of at least 0, in {unit}"
+        if text is None and default is not None:
+            return default
+        if text is None:
             raise HTTPException(
                 400,
-                f"max_distance must be a number of at least 0, in the index's metric "
-                f"({index.pipeline[-1].metric}); got {text!r}. For imgretrieval index's Lite0 "
-                "features (cosine distance), 0.15 finds most edited copies of a photo.",
+                f"Give max_distance, a number {allowed}: this index has no measured default (0.15 is the "
+                "default for indexes of imgretrieval index's Lite0 features, compared by cosine distance).",
+            )
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not 0 <= value <= largest or value == np.inf:  # NaN fails both comparisons
+            raise HTTPException(
+                400,
+                f"max_distance must be a number {allowed}; got {text!r}."
+                + (f" The default for this index is {default}." if default is not None else ""),
             )
         return value
 
     async def duplicates(request):
-        """Groups of near-duplicate indexed images: ?max_distance= (required), ?k= duplicates per image."""
+        """Groups of near-duplicate indexed images: ?max_distance= (default 0.15 for Lite0 indexes), ?k= per image."""
         max_distance = requested_max_distance(request)
         top_k = requested_k(request) if "k" in request.query_params else None
         groups = await in_thread(searcher.duplicate_groups, max_distance, top_k)
@@ -268,6 +279,9 @@ def create_app(
     async def stopping(request, exc):
         return JSONResponse({"error": "The server is stopping."}, status_code=503)
 
+    async def server_error(request, exc):  # a bug: the traceback goes to the log, not to the client
+        return JSONResponse({"error": "The server failed to answer this request; its log says why."}, status_code=500)
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         searcher.start_warm_up()
@@ -286,7 +300,12 @@ def create_app(
             Route("/api/duplicates", duplicates),
         ],
         middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))],
-        exception_handlers={HTTPException: http_error, UnreadableImage: unreadable_image, ServerStopping: stopping},
+        exception_handlers={
+            HTTPException: http_error,
+            UnreadableImage: unreadable_image,
+            ServerStopping: stopping,
+            Exception: server_error,
+        },
         lifespan=lifespan,
     )
     app.state.searcher = searcher
