@@ -105,6 +105,30 @@ def test_preprocessor_on_lists_of_mixed_arrays(params, items):
         _check_output(rows, len(items), ImagePreprocessor(**params).fit(items), items)
 
 
+VALID_BATCHES = st.one_of(
+    st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(1, 6)),  # gray (n, h, w)
+    st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(1, 6), st.sampled_from([1, 3, 4])),  # (n, h, w, c)
+)
+
+
+@st.composite
+def valid_images(draw):
+    """Batches every step must accept: 8-bit, 16-bit or [0, 1] float pixels of a real image shape."""
+    shape = draw(VALID_BATCHES)
+    dtype = draw(st.sampled_from([np.uint8, np.uint16, np.float32, np.float64]))
+    if np.dtype(dtype).kind == "f":
+        return draw(hnp.arrays(dtype, shape, elements=st.floats(0, 1, width=np.dtype(dtype).itemsize * 8)))
+    return draw(hnp.arrays(dtype, shape))
+
+
+@FUZZ
+@given(params=PARAMETERS, images=valid_images())
+def test_preprocessor_on_valid_images_always_gives_rows(params, images):
+    # the test above accepts a clear error; on valid images there must be none
+    rows = ImagePreprocessor(**params).fit_transform(images)
+    _check_output(rows, images.shape[0], ImagePreprocessor(**params).fit(images), [images])
+
+
 @st.composite
 def galleries(draw):
     n_gallery = draw(st.integers(2, 15))
