@@ -19,6 +19,7 @@ _PUBLIC = {
     "VAEEmbedder": "sklearn_imgretrieval.embedders",
     "PretrainedCNNEmbedder": "sklearn_imgretrieval.embedders",
     "NearestImageRetriever": "sklearn_imgretrieval.neighbors",
+    "ShardedRetriever": "sklearn_imgretrieval.neighbors",
     "RetrievalPipeline": "sklearn_imgretrieval.pipeline",
     "make_retrieval_pipeline": "sklearn_imgretrieval.pipeline",
     "save": "sklearn_imgretrieval.persistence",

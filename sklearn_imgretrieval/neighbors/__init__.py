@@ -7,5 +7,6 @@ in its own private module behind the contract of ``_backend``, and
 
 from ._registry import resolve_algorithm
 from ._retriever import NearestImageRetriever
+from ._sharded import ShardedRetriever
 
-__all__ = ["NearestImageRetriever", "resolve_algorithm"]
+__all__ = ["NearestImageRetriever", "ShardedRetriever", "resolve_algorithm"]

@@ -12,9 +12,12 @@ One extra member, ``sklearn_imgretrieval.json``, records the format and its
 version, the library version and the saved object's type. ``load`` checks
 it first, then builds only types it trusts (``_trust``). Pickles are
 recognised and refused with one message (``_pickles``), and converted once
-when the user trusts one (:func:`convert_pickle`).
+when the user trusts one (:func:`convert_pickle`). Objects stored in files
+of their own beside the main one (the shards of a sharded retriever) ask
+:func:`saving_to` and :func:`loading_from` where (``_context``).
 """
 
+from ._context import PART_NAME, loading_from, saving_to
 from ._format import FORMAT_VERSION, HEADER
 from ._pickles import load_trusted_pickle, pickle_kind, pickle_refusal
 from ._safe_format import convert_pickle, load, save
@@ -22,10 +25,13 @@ from ._safe_format import convert_pickle, load, save
 __all__ = [
     "FORMAT_VERSION",
     "HEADER",
+    "PART_NAME",
     "convert_pickle",
     "load",
     "load_trusted_pickle",
+    "loading_from",
     "pickle_kind",
     "pickle_refusal",
     "save",
+    "saving_to",
 ]

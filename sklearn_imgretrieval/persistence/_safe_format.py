@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._files import atomic_write, check_output_path, check_outputs
+from ._context import loading, remove_stale_parts, saving
 from ._format import HEADER, damaged, header_for, qualified_name, read_header
 from ._pickles import load_trusted_pickle
 from ._reader import PROTOCOL, NotReadHere, SchemaReader, UntrustedTypes, read_schema
@@ -98,13 +99,16 @@ def save(obj: object, path: StrPath) -> None:
     check_output_path(path)
     import skops.io
 
-    with atomic_write(path, "w+b") as file:
+    # Parts saved to files of their own (the shards of a sharded retriever) are written
+    # first, under new names; the main file is replaced last, then the old parts go.
+    with saving(path) as parts, atomic_write(path, "w+b") as file:
         try:
             skops.io.dump(obj, file)
         except TypeError as exc:  # skops's UnsupportedTypeException
             raise TypeError(f"Cannot save {type(obj).__name__} in the safe format: {exc}") from exc
         with zipfile.ZipFile(file, "a") as archive:
             archive.writestr(HEADER, json.dumps(header_for(obj)))
+    remove_stale_parts(path, parts.names)
 
 
 def _untrusted_error(path, refused):
@@ -140,7 +144,7 @@ def _load_with_skops(path, names):
     return skops.io.load(path, trusted=list(untrusted))
 
 
-def load(path: StrPath, trusted: Sequence[str | type] | None = None) -> Any:
+def load(path: StrPath, trusted: Sequence[str | type] | None = None, *, client: Any = None) -> Any:
     """Load an object written by :func:`save`, running no code from the file.
 
     The header is checked first: a pickle or joblib file is refused (with
@@ -160,6 +164,10 @@ def load(path: StrPath, trusted: Sequence[str | type] | None = None) -> Any:
         More types to build, by full name (``"mypackage.module.MyTransformer"``)
         or as the type itself: the classes of your own steps in a pipeline.
         Name only types you know; loading builds them from the file's data.
+    client : dask.distributed.Client, default=None
+        Where the shards of a sharded retriever in the file go: onto this
+        cluster's workers (which read them from the same path: a folder
+        every worker sees); None loads them in this process.
 
     Returns
     -------
@@ -194,10 +202,11 @@ def load(path: StrPath, trusted: Sequence[str | type] | None = None) -> Any:
     header = read_header(path)
     names = type_names(trusted)
     try:
-        try:
-            obj = _load_here(path, names)
-        except NotReadHere:
-            obj = _load_with_skops(path, names)
+        with loading(path, client):
+            try:
+                obj = _load_here(path, names)
+            except NotReadHere:
+                obj = _load_with_skops(path, names)
     except UntrustedTypes as exc:
         raise _untrusted_error(path, exc.names) from None
     except Exception as exc:  # whatever a damaged file makes the reader, skops or __setstate__ raise
