@@ -185,3 +185,74 @@ def test_a_dask_array_is_indexed_on_the_workers(data, client):
     assert sorted(np.concatenate(sharded.shard_rows_).tolist()) == list(range(len(X)))
     truth = NearestNeighbors(n_neighbors=5).fit(X).kneighbors(queries, return_distance=False)
     assert _recall(sharded.kneighbors(queries, 5)[1], truth) > 0.8
+
+
+# ------------------------------------------------------------------ indexes
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(1)
+    for i in range(24):
+        pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / f"{i:02d}.png")
+        if i % 6 == 0:  # a near-duplicate of every sixth image
+            Image.fromarray(np.clip(pixels.astype(int) + 3, 0, 255).astype(np.uint8)).save(root / f"{i:02d}_copy.png")
+    return root
+
+
+def _pipeline():
+    from sklearn_imgretrieval import ImagePreprocessor, make_retrieval_pipeline
+
+    return make_retrieval_pipeline(
+        ImagePreprocessor(size=(8, 8), color_mode="rgb"),
+        NearestImageRetriever(n_neighbors=3, metric="cosine", algorithm="flat"),
+    )
+
+
+def test_a_sharded_index_builds_updates_saves_and_finds_duplicates_across_shards(folder, tmp_path):
+    from sklearn_imgretrieval.indexing import build_index, load_index
+
+    paths = sorted(str(p) for p in folder.glob("*.png"))
+    one = build_index(paths, _pipeline(), chunk_size=5)
+    sharded = build_index(paths, _pipeline(), chunk_size=5, shards=3)
+    assert isinstance(sharded.pipeline[-1], ShardedRetriever) and len(sharded.pipeline[-1].shards_) == 3
+    for a, b in zip(sharded.kneighbors(paths[:4]), one.kneighbors(paths[:4])):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    expected = one.find_duplicates(0.01)
+    found = sharded.find_duplicates(0.01)
+    assert [list(g) for g in found.groups] == [list(g) for g in expected.groups] and len(found.groups) == 4
+    shard_of = {row: s for s, rows in enumerate(sharded.pipeline[-1].shard_rows_) for row in rows}
+    assert any(shard_of[a] != shard_of[b] for a, b in found.pairs)  # pairs across shards are found
+    path = tmp_path / "photos.idx"
+    save(sharded, path)
+    loaded = load_index(path)
+    np.testing.assert_array_equal(loaded.kneighbors(paths[:4])[1], sharded.kneighbors(paths[:4])[1])
+    changes = loaded.update(paths[:-2])  # two files gone
+    assert len(changes.removed) == 2 and len(loaded) == len(paths) - 2
+
+
+def test_the_command_indexes_and_queries_in_shards(folder, tmp_path):
+    import contextlib
+    import io
+    import json
+
+    from sklearn_imgretrieval import cli
+
+    def main(*args):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            return cli.main([str(a) for a in args]), out.getvalue(), err.getvalue()
+
+    index = tmp_path / "photos.idx"
+    status, out, err = main("index", folder, "-o", index, "--embedder", "pca", "--size", 8, 8, "--dims", 6,
+                            "--shards", 2)  # fmt: skip
+    assert status == 0, err
+    assert len(list((tmp_path / "photos.idx.shards").iterdir())) == 2
+    status, out, err = main("query", index, folder / "06.png", "-k", 2, "--json")
+    assert status == 0, err
+    answer = json.loads(out)[0]["neighbors"]
+    assert answer[0]["path"] == str(folder / "06.png") and answer[1]["path"] == str(folder / "06_copy.png")
+    status, out, err = main("index", folder, "-o", index, "--update", "--shards", 3)
+    assert status == 2 and "--shards 2, not 3" in err

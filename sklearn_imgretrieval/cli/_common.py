@@ -312,3 +312,14 @@ def shown_path(path):
             escaping = False
     shown.append("'")
     return "".join(shown)
+
+
+def cluster_arguments(parser, what):
+    """--scheduler / --workers: where the shards of a sharded index are held while ``what``."""
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--scheduler", metavar="ADDRESS", help=f"hold a sharded index's shards on this Dask cluster while {what}"
+    )
+    cluster.add_argument(
+        "--workers", type=positive_int, metavar="N", help=f"... on a local Dask cluster of N processes while {what}"
+    )

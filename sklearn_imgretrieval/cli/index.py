@@ -35,7 +35,8 @@ def add_parser(commands, formatter):
         "  imgretrieval index photos/ -o photos.idx\n"
         "  imgretrieval index photos/ -o photos.idx --update          # only new or changed files\n"
         "  imgretrieval index photos/ -o photos.idx --workers 4       # a local Dask cluster\n"
-        "  imgretrieval index photos/ -o photos.idx --scheduler tcp://10.0.0.5:8786",
+        "  imgretrieval index photos/ -o photos.idx --scheduler tcp://10.0.0.5:8786\n"
+        "  imgretrieval index photos/ -o /shared/photos.idx --shards 8 --scheduler tcp://10.0.0.5:8786",
         formatter_class=formatter,
     )
     parser.add_argument("folder", help="folder of images (subfolders are labels)")
@@ -67,7 +68,16 @@ def add_parser(commands, formatter):
         help="images decoded and embedded at a time (default: %(default)s)",
     )
     cluster = stream.add_mutually_exclusive_group()
-    cluster.add_argument("--scheduler", metavar="ADDRESS", help="embed on the Dask cluster of this scheduler")
+    stream.add_argument(
+        "--shards",
+        type=positive_int,
+        metavar="S",
+        help="split the index into S shards (one file each beside the index), held on the Dask workers with "
+        "--workers or --scheduler; query and serve it with --scheduler",
+    )
+    cluster.add_argument(
+        "--scheduler", metavar="ADDRESS", help="embed (and hold shards) on the Dask cluster of this scheduler"
+    )
     cluster.add_argument(
         "--workers", type=positive_int, metavar="N", help="embed on a local Dask cluster of N worker processes"
     )
@@ -130,52 +140,55 @@ def _new_pipeline(settings, n_images, fit_sample, chunk_size):
 
 def run(args):
     from ..indexing import build_index, dask_client, load_index
+    from ..persistence import delete_saved
 
     output = Path(args.output)
     checkpoint = output.with_name(output.name + ".partial")
     # The index --update reads is the one it replaces, atomically: that output may name an input.
     args.outputs.check([("-o", output), ("-o", checkpoint)], scans=[args.folder])
     paths, labels, class_names = list_folder(args.folder, verify=False)
-    stored = None
-    if args.update:
-        if not output.is_file():
-            raise UsageError(f"--update needs the index to update, and there is none at {output}")
-        index = load_index(output)
-        stored = index.settings
-        for option, value in (("metric", args.metric), ("algorithm", args.algorithm)):
-            if value is not None and stored.get(option) != value:
-                raise UsageError(
-                    f"the index was built with --{option} {stored.get(option)}, not {value}; leave --{option} "
-                    "out, or build a new index without --update."
-                )
-    settings = embedder_settings(args, stored)
-    settings["metric"] = (stored or {}).get("metric") or args.metric or "cosine"
-    settings["algorithm"] = (stored or {}).get("algorithm") or args.algorithm or "auto"
-    if settings["embedder"] in embedders.LEARNED_EMBEDDERS and len(paths) <= args.fit_sample and not args.update:
-        # The embedder learns from every image: count only the readable ones (a small folder, so cheap).
-        paths, labels, class_names = list_folder(args.folder, verify=True)
-    check_enough_images(settings["embedder"], len(paths), args.folder)
+    with dask_client(args.scheduler, args.workers) as client:
+        stored, index = None, None
+        if args.update:
+            if not output.is_file():
+                raise UsageError(f"--update needs the index to update, and there is none at {output}")
+            index = load_index(output, client=client)
+            stored = index.settings
+            for option, value in (("metric", args.metric), ("algorithm", args.algorithm), ("shards", args.shards)):
+                if value is not None and stored.get(option) != value:
+                    raise UsageError(
+                        f"the index was built with --{option} {stored.get(option)}, not {value}; leave --{option} "
+                        "out, or build a new index without --update."
+                    )
+        settings = embedder_settings(args, stored)
+        settings["metric"] = (stored or {}).get("metric") or args.metric or "cosine"
+        settings["algorithm"] = (stored or {}).get("algorithm") or args.algorithm or "auto"
+        settings["shards"] = (stored or {}).get("shards") or args.shards
+        if settings["embedder"] in embedders.LEARNED_EMBEDDERS and len(paths) <= args.fit_sample and not args.update:
+            # The embedder learns from every image: count only the readable ones (a small folder, so cheap).
+            paths, labels, class_names = list_folder(args.folder, verify=True)
+        check_enough_images(settings["embedder"], len(paths), args.folder)
 
-    try:
-        with printed_warnings(), progress_bars() as bars, dask_client(args.scheduler, args.workers) as client:
-            if args.update:
-                changes = index.update(
-                    paths, labels, class_names, chunk_size=args.chunk_size, client=client, checkpoint=checkpoint,
-                    progress=bars,
-                )  # fmt: skip
-            else:
-                pipeline = _new_pipeline(settings, len(paths), args.fit_sample, args.chunk_size)
-                index = build_index(
-                    paths, pipeline, labels=labels, class_names=class_names, root=args.folder, settings=settings,
-                    chunk_size=args.chunk_size, fit_sample=args.fit_sample, random_state=0, client=client,
-                    checkpoint=checkpoint, progress=bars,
-                )  # fmt: skip
-    except KeyboardInterrupt:
-        if checkpoint.exists():
-            args.outputs.written.append(f"the progress in {checkpoint} (run the same command again to continue)")
-        raise
-    args.outputs.save_index(index, output)
-    checkpoint.unlink(missing_ok=True)
+        try:
+            with printed_warnings(), progress_bars() as bars:
+                if args.update:
+                    changes = index.update(
+                        paths, labels, class_names, chunk_size=args.chunk_size, client=client, checkpoint=checkpoint,
+                        progress=bars,
+                    )  # fmt: skip
+                else:
+                    pipeline = _new_pipeline(settings, len(paths), args.fit_sample, args.chunk_size)
+                    index = build_index(
+                        paths, pipeline, labels=labels, class_names=class_names, root=args.folder,
+                        settings=settings, chunk_size=args.chunk_size, fit_sample=args.fit_sample, random_state=0,
+                        client=client, checkpoint=checkpoint, progress=bars, shards=settings["shards"],
+                    )  # fmt: skip
+        except KeyboardInterrupt:
+            if checkpoint.exists():
+                args.outputs.written.append(f"the progress in {checkpoint} (run the same command again to continue)")
+            raise
+        args.outputs.save_index(index, output)  # with the client open: a sharded index's shards write their files
+    delete_saved(checkpoint)
     if args.update:
         if changes.skipped:
             listed = "; ".join(f"{path} ({reason})" for path, reason in changes.skipped[:20])

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from ..persistence import pickle_kind, pickle_refusal
-from ._common import UsageError, positive_int, shown_path
+from ._common import UsageError, cluster_arguments, positive_int, shown_path
 
 
 def add_parser(commands, formatter):
@@ -39,22 +39,21 @@ def add_parser(commands, formatter):
         help="where the indexed folder is now, when it has moved since indexing: answers (and --plot) "
         "name the files there",
     )
+    cluster_arguments(parser, "querying")
     parser.set_defaults(run=run)
 
 
-def read_index(path, *, trust_pickle=False, root=None):
+def read_index(path, *, trust_pickle=False, root=None, client=None):
     """Load an index file: the safe format, or a pickle only with ``trust_pickle``."""
     from ..indexing import load_index
 
     kind = pickle_kind(path)
     if kind is not None and not trust_pickle:
         raise UsageError(pickle_refusal(path, kind))
-    return load_index(path, root=root, trust_pickle=trust_pickle)
+    return load_index(path, root=root, trust_pickle=trust_pickle, client=client)
 
 
 def run(args):
-    from ..pipeline import set_query_batch_size
-
     if not args.images and not args.convert_to:
         raise UsageError("give at least one query image (or only --convert-to FILE to convert the index)")
     # Every output is checked before the index is loaded or an image decoded.
@@ -68,7 +67,15 @@ def run(args):
     missing = [image for image in args.images if not Path(image).is_file()]
     if missing:
         raise UsageError(f"no such image file: {', '.join(missing)}")
-    index = read_index(args.index, trust_pickle=args.trust_pickle, root=args.root)
+    from ..indexing import dask_client
+
+    with dask_client(args.scheduler, args.workers) as client:
+        _query(args, read_index(args.index, trust_pickle=args.trust_pickle, root=args.root, client=client))
+
+
+def _query(args, index):
+    from ..pipeline import set_query_batch_size
+
     if args.convert_to:
         args.outputs.save_index(index, args.convert_to)
         print(f"wrote {args.convert_to}: the index in the safe format", file=sys.stderr)

@@ -6,7 +6,7 @@ import signal
 import socket
 import sys
 
-from ._common import UsageError, positive_int
+from ._common import UsageError, cluster_arguments, positive_int
 
 _MEBIBYTE = 2**20
 
@@ -37,6 +37,7 @@ def add_parser(commands, formatter):
     parser.add_argument(
         "--max-upload-mb", type=positive_int, default=20, help="largest upload accepted, in MiB (default: 20)"
     )
+    cluster_arguments(parser, "serving")
     parser.set_defaults(run=run)
 
 
@@ -86,39 +87,40 @@ def run(args):
             f'serve needs the serve extra ({exc.name} is missing): pip install "sklearn-imgretrieval[serve]"'
         ) from None
 
+    from ..indexing import dask_client, load_index
+
     loopback = _is_loopback(args.host)
     sock = _bind(args.host, args.port)
     try:
-        from ..indexing import load_index
-
-        index = load_index(args.index)
-        app = create_app(
-            index,
-            default_k=args.k,
-            max_k=max(100, args.k),
-            max_upload_bytes=args.max_upload_mb * _MEBIBYTE,
-            # Bound to the loopback: only its names (the default), so no DNS rebinding.
-            **({} if loopback else {"allowed_hosts": ["*"]}),
-        )
-        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
-        # Listen now: a client that connects before uvicorn's loop runs waits in the backlog, not refused.
-        sock.listen(config.backlog)
-        host, port = sock.getsockname()[:2]
-        shown = f"[{host}]" if ":" in host else host
-        print(f"serving {args.index} ({len(index)} images) at http://{shown}:{port}  (Ctrl-C to stop)", flush=True)
-        if not loopback:
-            print(
-                f"imgretrieval: warning: listening on {args.host}: anyone who can reach this machine can "
-                "search the index and see its images.",
-                file=sys.stderr,
+        with dask_client(args.scheduler, args.workers) as client:
+            index = load_index(args.index, client=client)
+            app = create_app(
+                index,
+                default_k=args.k,
+                max_k=max(100, args.k),
+                max_upload_bytes=args.max_upload_mb * _MEBIBYTE,
+                # Bound to the loopback: only its names (the default), so no DNS rebinding.
+                **({} if loopback else {"allowed_hosts": ["*"]}),
             )
-        server = _server(uvicorn, config)
-        server.run(sockets=[sock])
-        if server.interrupted:
-            # uvicorn stops on SIGINT even when this process inherited it ignored (a background
-            # job of a script), then raises it again under that disposition, where it vanishes:
-            # report the interruption as Ctrl-C from a terminal is (130 and one line).
-            raise KeyboardInterrupt
+            config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
+            # Listen now: a client that connects before uvicorn's loop runs waits in the backlog, not refused.
+            sock.listen(config.backlog)
+            host, port = sock.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            print(f"serving {args.index} ({len(index)} images) at http://{shown}:{port}  (Ctrl-C to stop)", flush=True)
+            if not loopback:
+                print(
+                    f"imgretrieval: warning: listening on {args.host}: anyone who can reach this machine can "
+                    "search the index and see its images.",
+                    file=sys.stderr,
+                )
+            server = _server(uvicorn, config)
+            server.run(sockets=[sock])
+            if server.interrupted:
+                # uvicorn stops on SIGINT even when this process inherited it ignored (a background
+                # job of a script), then raises it again under that disposition, where it vanishes:
+                # report the interruption as Ctrl-C from a terminal is (130 and one line).
+                raise KeyboardInterrupt
     finally:
         sock.close()
 

@@ -5,7 +5,13 @@ The rooms: ``_find`` (embed or hash, radius search, connected components),
 ``_moves`` (moving files without overwriting, the log, undo).
 """
 
-from ._find import DEFAULT_MAX_DISTANCE, DuplicateSettings, check_duplicate_settings, find_duplicates
+from ._find import (
+    DEFAULT_MAX_DISTANCE,
+    DuplicateSettings,
+    check_duplicate_settings,
+    find_duplicates,
+    find_duplicates_in,
+)
 from ._moves import check_move_target, move_duplicates, undo_moves
 from ._result import Duplicates
 
@@ -16,6 +22,7 @@ __all__ = [
     "check_duplicate_settings",
     "check_move_target",
     "find_duplicates",
+    "find_duplicates_in",
     "move_duplicates",
     "undo_moves",
 ]

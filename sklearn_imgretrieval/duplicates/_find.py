@@ -314,6 +314,61 @@ def _search_pairs(codes, mirror_codes, reference_codes, settings, *, algorithm, 
     return np.column_stack([first[order], second[order]]), dists[order]
 
 
+def find_duplicates_in(retriever, max_distance, *, top_k=None):
+    """Groups of near-duplicates among the gallery of a fitted retriever, found with its own search.
+
+    Each gallery row is a query, a chunk at a time, against the whole
+    gallery: for a :class:`~sklearn_imgretrieval.ShardedRetriever` that is
+    every shard against every shard, on the cluster, so duplicates held by
+    different shards pair up. Nothing is decoded or embedded.
+
+    Parameters
+    ----------
+    retriever : NearestImageRetriever or ShardedRetriever
+        Fitted; its metric and algorithm are used as they are.
+    max_distance : float
+        Pairs at this distance or closer are duplicates, in its metric.
+    top_k : int, default=None
+        Keep at most each image's ``top_k`` nearest duplicates.
+
+    Returns
+    -------
+    duplicates : Duplicates
+        Items are gallery row numbers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_imgretrieval import NearestImageRetriever
+    >>> from sklearn_imgretrieval.duplicates import find_duplicates_in
+    >>> retriever = NearestImageRetriever(algorithm="flat").fit([[0.0], [0.05], [3.0]])
+    >>> find_duplicates_in(retriever, 0.1).groups
+    [array([0, 1])]
+    """
+    if not isinstance(max_distance, numbers.Real) or isinstance(max_distance, bool) or not 0 <= max_distance < np.inf:
+        raise ValueError(f"max_distance must be a finite number of at least 0, got {max_distance!r}.")
+    settings = DuplicateSettings("precomputed", retriever.metric, float(max_distance), top_k, 8)
+    n_items = retriever.n_samples_fit_
+    rows, cols, dists = [], [], []
+    for start in range(0, n_items, _QUERY_CHUNK):
+        items = np.arange(start, min(start + _QUERY_CHUNK, n_items))
+        query, found, distance = _neighbour_edges(
+            retriever, retriever.gallery_rows(items), settings, leave_out_self=False
+        )
+        query = items[query]
+        keep = found != query
+        rows.append(query[keep]), cols.append(found[keep]), dists.append(distance[keep])
+    rows, cols, dists = (np.concatenate(part) if part else np.empty(0) for part in (rows, cols, dists))
+    rows, cols, dists = _keep_nearest(rows.astype(np.int64), cols.astype(np.int64), dists, top_k)
+    first, second, dists = _keep_nearest(np.minimum(rows, cols), np.maximum(rows, cols), dists, None)
+    order = np.lexsort((second, first, dists))
+    pairs = np.column_stack([first[order], second[order]])
+    return Duplicates(
+        np.arange(n_items, dtype=object), n_items, pairs, dists[order], _components(pairs, n_items),
+        method="precomputed", metric=retriever.metric, max_distance=float(max_distance), top_k=top_k,
+    )  # fmt: skip
+
+
 def _components(pairs, n_items):
     """Groups of two items or more, each sorted, ordered by their first item."""
     if len(pairs) == 0:

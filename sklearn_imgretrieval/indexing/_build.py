@@ -41,6 +41,7 @@ def build_index(
     checkpoint: StrPath | None = None,
     trusted: Sequence[str | type] | None = None,
     progress: Callable[[str, int, int], object] | None = None,
+    shards: int | None = None,
 ) -> ImageIndex:
     """Index image files by streaming them through a retrieval pipeline, chunk by chunk.
 
@@ -95,6 +96,11 @@ def build_index(
     progress : callable, default=None
         Called as ``progress(stage, done, total)`` with stage ``"fitting"``
         or ``"embedding"`` as work is done.
+    shards : int, default=None
+        Split the index into this many shards
+        (:class:`~sklearn_imgretrieval.ShardedRetriever` around the
+        pipeline's retriever), held on ``client``'s workers when a client
+        is given. Saving the index writes one file per shard beside it.
 
     Returns
     -------
@@ -118,7 +124,7 @@ def build_index(
     paths, labels = _check_inputs(paths, labels, class_names)
     settings = dict(settings or {})
     if checkpoint is not None and Path(checkpoint).exists():
-        resumed = _resume(checkpoint, settings, root, trusted)
+        resumed = _resume(checkpoint, settings, root, trusted, client)
         if resumed is not None:
             resumed.update(
                 paths,
@@ -134,7 +140,12 @@ def build_index(
         raise ValueError("No image files given: paths is empty.")
     name, retriever = pipeline.steps[-1]
     if _is_fitted(retriever):
-        pipeline.steps[-1] = (name, clone(retriever))
+        retriever = clone(retriever)
+    if shards is not None:
+        from ..neighbors import ShardedRetriever
+
+        retriever = ShardedRetriever(retriever, n_shards=shards, client=client)
+    pipeline.steps[-1] = (name, retriever)
     _fit_front_steps(pipeline, paths, fit_sample, random_state, progress)
     _prepare_retriever(pipeline[-1], len(paths))
     index = ImageIndex(pipeline, [], root=root, class_names=class_names, settings=settings)
@@ -182,10 +193,10 @@ def dask_client(
     return connect(address, n_workers, timeout=timeout)
 
 
-def _resume(checkpoint, settings, root, trusted):
+def _resume(checkpoint, settings, root, trusted, client=None):
     """The index saved in ``checkpoint`` if it is a run with these settings, else None."""
     try:
-        index = load_index(checkpoint, trusted=trusted)
+        index = load_index(checkpoint, trusted=trusted, client=client)
     except ValueError as exc:
         warnings.warn(f"Ignoring the checkpoint {checkpoint}, which cannot be read ({exc}).", UserWarning, stacklevel=3)
         return None

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..duplicates import find_duplicates
+from ..duplicates import find_duplicates, find_duplicates_in
 from ..persistence import load, load_trusted_pickle, pickle_kind
 from ._records import _check_path_list, _stat, file_stats
 from ._streaming import Appender
@@ -198,10 +198,13 @@ class ImageIndex:
             Groups, pairs and distances, items named by their paths.
         """
         retriever = self.pipeline[-1]
-        embeddings = retriever.gallery_rows()
-        found = find_duplicates(
-            embeddings, method="precomputed", max_distance=max_distance, top_k=top_k, metric=retriever.metric
-        )
+        if hasattr(retriever, "shards_"):  # sharded: each shard's rows against every shard, on the cluster
+            found = find_duplicates_in(retriever, max_distance, top_k=top_k)
+        else:
+            embeddings = retriever.gallery_rows()
+            found = find_duplicates(
+                embeddings, method="precomputed", max_distance=max_distance, top_k=top_k, metric=retriever.metric
+            )
         return replace(found, items=np.asarray(self.paths, dtype=object))
 
     def update(
@@ -328,6 +331,7 @@ def load_index(
     trusted: Sequence[str | type] | None = None,
     *,
     trust_pickle: bool = False,
+    client: Client | None = None,
 ) -> ImageIndex:
     """Read an :class:`ImageIndex` written by ``save`` (or ``imgretrieval index``).
 
@@ -345,6 +349,9 @@ def load_index(
         Read ``path`` even when it is a pickle, as earlier versions wrote
         index files. Unpickling runs any code the file's author chose: only
         for a file you made or trust; save it again to convert it once.
+    client : dask.distributed.Client, default=None
+        For a sharded index: put its shards onto this cluster's workers,
+        which read them from beside ``path`` (a folder every worker sees).
 
     Returns
     -------
@@ -370,7 +377,10 @@ def load_index(
     >>> load_index(file, root="/new").paths
     ['/new/a.png', '/new/b.png']
     """
-    index = _index_from_pickle(path) if trust_pickle and pickle_kind(path) else load(path, trusted=trusted)
+    if trust_pickle and pickle_kind(path):
+        index = _index_from_pickle(path)
+    else:
+        index = load(path, trusted=trusted, client=client)
     if not isinstance(index, ImageIndex):
         raise ValueError(
             f"{path} holds a {type(index).__name__}, not an image index. Build one with "

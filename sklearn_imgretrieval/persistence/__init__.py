@@ -17,7 +17,7 @@ of their own beside the main one (the shards of a sharded retriever) ask
 :func:`saving_to` and :func:`loading_from` where (``_context``).
 """
 
-from ._context import PART_NAME, loading_from, saving_to
+from ._context import PART_NAME, delete_saved, loading_from, saving_to
 from ._format import FORMAT_VERSION, HEADER
 from ._pickles import load_trusted_pickle, pickle_kind, pickle_refusal
 from ._safe_format import convert_pickle, load, save
@@ -27,6 +27,7 @@ __all__ = [
     "HEADER",
     "PART_NAME",
     "convert_pickle",
+    "delete_saved",
     "load",
     "load_trusted_pickle",
     "loading_from",

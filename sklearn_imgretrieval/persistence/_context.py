@@ -81,3 +81,11 @@ def remove_stale_parts(path, kept):
         if PART_NAME.fullmatch(part.name) and part.name not in kept:
             with contextlib.suppress(OSError):
                 part.unlink()
+
+
+def delete_saved(path):
+    """Delete a file written by ``save`` and the part files beside it (a checkpoint done with)."""
+    Path(path).unlink(missing_ok=True)
+    remove_stale_parts(path, ())
+    with contextlib.suppress(OSError):
+        parts_folder(path).rmdir()
