@@ -502,19 +502,23 @@ class ShardedRetriever(NeighborsAnswers, ClassNamePrefixFeaturesOutMixin, Transf
         self.shards_ = [self._new_shard(number) for number in range(self.n_shards)]
         self.shard_rows_ = [np.empty(0, np.int64) for _ in range(self.n_shards)]
         labels = None if y is None else np.asarray(y)
-        tasks = []
-        for position, block in enumerate(blocks):
-            number = position % self.n_shards
-            rows = np.arange(starts[position], starts[position + 1])
-            self.shard_rows_[number] = np.concatenate([self.shard_rows_[number], rows])
-            computed = self.client.compute(block, workers=[self.shards_[number].worker])
-            tasks.append(  # the block goes from the worker that computes it to the shard's actor
-                self.client.submit(
-                    _add_block, self.shards_[number].actor, computed, None if labels is None else labels[rows],
-                    workers=[self.shards_[number].worker], pure=False,
+        # Blocks go to the shards in rounds of one block per shard: each shard adds its blocks in
+        # the order its row numbers list them, and a worker holds one block at a time.
+        for first in range(0, len(blocks), self.n_shards):
+            tasks = []
+            for position in range(first, min(first + self.n_shards, len(blocks))):
+                number, handle = position % self.n_shards, self.shards_[position % self.n_shards]
+                rows = np.arange(starts[position], starts[position + 1])
+                self.shard_rows_[number] = np.concatenate([self.shard_rows_[number], rows])
+                computed = self.client.compute(blocks[position], workers=[handle.worker])
+                block_labels = None if labels is None else labels[rows]
+                # the block goes from the worker that computes it to the shard's actor
+                tasks.append(
+                    self.client.submit(
+                        _add_block, handle.actor, computed, block_labels, workers=[handle.worker], pure=False
+                    )
                 )
-            )  # fmt: skip
-        self.client.gather(tasks)
+            self.client.gather(tasks)
         self.gallery_labels_ = labels
         self.n_samples_fit_ = n_rows
         self.n_features_in_ = n_features
