@@ -19,6 +19,9 @@ the workers themselves, never gathered here.
    searches the whole index (target: at most 0.6x).
 4. Near-duplicates: on N hashes and N embeddings with planted near-copies,
    the pairs found in 4 shards against those of one index (target: the same).
+5. Sizing: bytes of index per image (``nbytes_``) of each algorithm at its
+   defaults, for this recipe's 128 dimensions and for Lite0's 1,280, the
+   figures docs/more-than-one-machine.md sizes a cluster with.
 
     python benchmarks/bench_sharded.py                    # N = 2,000,000; about half an hour
     python benchmarks/bench_sharded.py --n 200000 --quick # a smoke run
@@ -213,12 +216,23 @@ def part_duplicates(n):
         )
 
 
+def part_sizing(n):
+    rng = np.random.default_rng(0)
+    print(f"\n5. Bytes of index per image, N = {n:,}, defaults (Gaussian rows)\n")
+    print("| dimensions | flat | ivf | hnsw | ivfpq |\n|---|---|---|---|---|")
+    for dims in (DIMS, 1280):
+        rows = rng.standard_normal((n, dims), dtype=np.float32)
+        sizes = [one_index(algorithm).fit(rows).nbytes_ / n for algorithm in ("flat", "ivf", "hnsw", "ivfpq")]
+        print(f"| {dims:,} | " + " | ".join(f"{size:,.0f}" for size in sizes) + " |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2_000_000, help="gallery rows (default: %(default)s)")
     parser.add_argument("--duplicates-n", type=int, default=1_000_000, help="rows of part 4 (default: %(default)s)")
     parser.add_argument("--algorithm", default="ivf", help="algorithm of parts 2 and 3 (default: %(default)s)")
-    parser.add_argument("--parts", default="1234", help="which parts to run (default: all)")
+    parser.add_argument("--parts", default="12345", help="which parts to run (default: all)")
+    parser.add_argument("--sizing-n", type=int, default=100_000, help="rows of part 5 (default: %(default)s)")
     parser.add_argument(
         "--same-answers", default="flat,ivf,hnsw,ivfpq", help="algorithms of part 1 (default: %(default)s)"
     )
@@ -243,6 +257,8 @@ def main():
         n = min(args.duplicates_n, args.n) if args.quick else args.duplicates_n
         make_data([n])
         part_duplicates(n)
+    if "5" in args.parts:
+        part_sizing(args.sizing_n)
     print(f"\nload average at end: {load_average()}")
 
 

@@ -595,3 +595,26 @@ def test_dedupe_says_which_groups_its_plot_leaves_out(tmp_path):
     assert status == 0 and out.startswith("12 groups of duplicates") and plot.is_file()
     # the picture draws 10 of the 12 groups: once "wrote groups.png" and nothing more
     assert f"wrote {plot}, showing the first 10 of 12 groups of duplicates (2 not drawn)\n" in err
+
+
+def test_dedupe_of_a_sharded_index_finds_pairs_across_shards(copies, tmp_path):
+    index, one = tmp_path / "copies.idx", tmp_path / "one.idx"
+    run("index", copies, "-o", index, "--shards", 2)
+    run("index", copies, "-o", one)
+    result = run("dedupe", "--index", index, "--csv", tmp_path / "pairs.csv")
+    assert result.stdout.startswith("3 groups of duplicates: 9 of 11 images")
+    keep_lines = [line.split()[-1] for line in result.stdout.splitlines() if line.strip().startswith("keep")]
+    assert sorted(keep_lines) == sorted(str(copies / f"{n}.jpg") for n in ("astronaut", "coffee", "camera"))
+    # 11 rows in 2 shards: some pairs lie across shards; all are found, as in one index
+    run("dedupe", "--index", one, "--csv", tmp_path / "one.csv")
+    pairs = sorted((tmp_path / "pairs.csv").read_text().splitlines()[1:])
+    assert len(pairs) >= 3 and pairs == sorted((tmp_path / "one.csv").read_text().splitlines()[1:])
+    # an output naming an indexed image is refused, and nothing is written
+    before = (copies / "moon.jpg").read_bytes()
+    refused = run("dedupe", "--index", index, "--csv", copies / "moon.jpg", check_status=2)
+    assert "which this command reads" in refused.stderr and (copies / "moon.jpg").read_bytes() == before
+    for args, message in (
+        (["--method", "phash"], "--method and --robust do not apply"),
+        ([copies], "give one or the other"),
+    ):
+        assert message in run("dedupe", "--index", index, *args, check_status=2).stderr

@@ -7,11 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import UsageError, list_folder, positive_int, shown_path
+from ._common import UsageError, cluster_arguments, list_folder, positive_int, shown_path
 
 _METHODS = ("cnn", "phash", "dhash", "ahash", "whash")
 _GROUPS_PRINTED = 20
 _GROUPS_PLOTTED, _IMAGES_PLOTTED = 10, 8  # plot_duplicates' max_groups and max_per_group
+_INDEX_MAX_DISTANCE = 0.15  # cosine, for `imgretrieval index`'s Lite0 features (see ImageIndex.find_duplicates)
 
 
 def add_parser(commands, formatter):
@@ -21,23 +22,30 @@ def add_parser(commands, formatter):
         description="Find groups of near-duplicate images in FOLDER (recursively): copies that were cropped, "
         "resized, re-encoded, rotated a little or brightened. Prints the groups and the space that removing "
         "the redundant copies would save; --move-to moves them out of the way (nothing is ever deleted). "
-        "Unreadable files are reported and skipped.",
+        "Unreadable files are reported and skipped. With --index IDX instead of FOLDER, the images of an index "
+        "are compared by the embeddings it stores (nothing is decoded), across all its shards for a sharded one.",
         epilog="examples:\n"
         "  imgretrieval dedupe photos/ --csv duplicates.csv --plot duplicates.png\n"
         "  imgretrieval dedupe photos/ --method phash                  # fast, finds re-encoded/resized copies\n"
         "  imgretrieval dedupe new_photos/ --reference archive/ --csv found.csv\n"
+        "  imgretrieval dedupe --index photos.idx --csv duplicates.csv   # the index's embeddings, nothing decoded\n"
         "  imgretrieval dedupe photos/ --move-to duplicates/           # keeps the original of each group\n"
         "  imgretrieval dedupe --undo duplicates/imgretrieval-moves-20250101-120000.json",
         formatter_class=formatter,
     )
     parser.add_argument("folder", nargs="?", help="folder of images")
     parser.add_argument(
+        "--index",
+        metavar="IDX",
+        help="instead of FOLDER: the images of this index (written by `imgretrieval index`), compared by the "
+        f"embeddings it stores; --max-distance defaults to {_INDEX_MAX_DISTANCE} for its cosine distances",
+    )
+    parser.add_argument(
         "--reference", metavar="FOLDER", help="report which images of FOLDER already exist in this folder"
     )
     parser.add_argument(
         "--method",
         choices=_METHODS,
-        default="cnn",
         help="cnn: EfficientNet-Lite0 features (default; finds crops and rotations), or a perceptual hash "
         "(phash, dhash, ahash, whash: much faster, finds re-encoded and resized copies)",
     )
@@ -74,6 +82,7 @@ def add_parser(commands, formatter):
     )
     parser.add_argument("--move-log", metavar="FILE", help="log of the moves (default: in the --move-to folder)")
     parser.add_argument("--undo", metavar="LOG", help="move back the files listed in a move log, and stop")
+    cluster_arguments(parser, "finding duplicates in a sharded --index")
     parser.set_defaults(run=run)
 
 
@@ -106,11 +115,11 @@ def _check_outputs(args):
         check_move_target(args.move_to, args.folder, args.reference)
         if not args.move_log:
             args.move_log = str(Path(args.move_to) / time.strftime("imgretrieval-moves-%Y%m%d-%H%M%S.json"))
-    args.outputs.check(
-        [("--csv", args.csv), ("--json", args.json), ("--plot", args.plot), ("--move-log", args.move_log)],
-        scans=[args.folder, args.reference],
-        figures=[args.plot],
-    )
+    args.outputs.check(_outputs_of(args), scans=[args.folder, args.reference], figures=[args.plot])
+
+
+def _outputs_of(args):
+    return [("--csv", args.csv), ("--json", args.json), ("--plot", args.plot), ("--move-log", args.move_log)]
 
 
 def _print_summary(found, redundant, kept, args):
@@ -168,17 +177,22 @@ def _write_json(found, redundant, kept, path, outputs):
 
 def run(args):
     if args.undo:
-        if args.folder or args.move_to:
+        if args.folder or args.move_to or args.index:
             raise UsageError("--undo takes only the move log; run it on its own")
         _undo(args.undo)
         return
+    if args.index:
+        _run_on_index(args)
+        return
     if not args.folder:
-        raise UsageError("give the FOLDER to scan (or --undo LOG)")
-    from ..duplicates import check_duplicate_settings, find_duplicates, move_duplicates
+        raise UsageError("give the FOLDER to scan (or --index IDX, or --undo LOG)")
+    if args.scheduler or args.workers:
+        raise UsageError("--scheduler and --workers hold the shards of an --index; a FOLDER is scanned here")
+    from ..duplicates import check_duplicate_settings, find_duplicates
 
     max_distance = "auto" if args.max_distance is None else args.max_distance
     settings = check_duplicate_settings(
-        args.method, max_distance, top_k=args.top_k, hash_size=args.hash_size, robust=args.robust
+        args.method or "cnn", max_distance, top_k=args.top_k, hash_size=args.hash_size, robust=args.robust
     )
     if args.reference and not Path(args.reference).is_dir():
         raise UsageError(f"{args.reference} is not a folder")
@@ -195,6 +209,46 @@ def run(args):
         hash_size=settings.hash_size,
         n_jobs=-1,
     )
+    _report(found, args)
+
+
+def _run_on_index(args):
+    """Duplicates among an index's images, from its stored embeddings (every shard against every shard)."""
+    if args.folder or args.reference:
+        raise UsageError("--index takes the place of FOLDER and --reference: give one or the other")
+    if args.method not in (None, "cnn") or args.robust:
+        raise UsageError("--index compares the embeddings the index stores: --method and --robust do not apply")
+    if not Path(args.index).is_file():
+        raise UsageError(f"no index file at {args.index}")
+    if args.max_distance is not None and args.max_distance < 0:
+        raise UsageError(f"--max-distance must be 0 or more, not {args.max_distance}")
+    args.outputs.check(_outputs_of(args), reads=[args.index], figures=[args.plot])
+    from ..indexing import dask_client
+    from .query import read_index
+
+    with dask_client(args.scheduler, args.workers) as client:
+        index = read_index(args.index, client=client)
+        retriever = index.pipeline[-1]
+        max_distance = args.max_distance
+        if max_distance is None:
+            if retriever.metric != "cosine":
+                raise UsageError(f"{args.index} measures {retriever.metric} distances: give --max-distance")
+            max_distance = _INDEX_MAX_DISTANCE
+        args.folder = index.root
+        if args.move_to and index.root is None:
+            raise UsageError(f"{args.index} does not record the folder it indexed, so --move-to cannot place files")
+        # The indexed images are inputs too: no output may name one, checked before anything is written.
+        if index.root:
+            _check_outputs(args)
+        else:
+            args.outputs.check(_outputs_of(args), reads=index.paths, figures=[args.plot])
+        found = index.find_duplicates(max_distance, top_k=args.top_k)
+    _report(found, args)
+
+
+def _report(found, args):
+    from ..duplicates import move_duplicates
+
     kept = found.kept(keep=args.keep)
     redundant = found.redundant(keep=args.keep)
     kept_or_reference = _print_summary(found, redundant, kept, args)
