@@ -3,6 +3,7 @@
 import os
 import pickle
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -175,6 +176,26 @@ def test_on_a_cluster_answers_equal_one_index_and_reload_lost_shards(data, clien
 
 
 @pytest.mark.slow  # starts a LocalCluster of two processes
+def test_a_shard_changed_since_its_file_is_never_reloaded_from_it(data, client, tmp_path):
+    X, _, queries = data
+    sharded = ShardedRetriever(NearestImageRetriever(algorithm="flat"), n_shards=2, client=client).fit(X[:1000])
+    save(sharded, tmp_path / "sharded.skops")
+    # a worker dies during an add: the shard is reloaded from its file, which still holds it, and the add retried
+    victim = sharded.shards_[0].worker
+    _kill(client, victim)
+    sharded.partial_fit(X[1000:1100])
+    client.wait_for_workers(2, timeout=60)
+    truth = NearestNeighbors(n_neighbors=5).fit(X[:1100]).kneighbors(queries, return_distance=False)
+    np.testing.assert_array_equal(sharded.kneighbors(queries, 5)[1], truth)
+    # the shard that took those rows now differs from its file: losing it is an error, not 100 rows gone
+    changed = int(np.flatnonzero([rows.max() >= 1000 for rows in sharded.shard_rows_])[0])
+    _kill(client, sharded.shards_[changed].worker)
+    with pytest.raises(RuntimeError, match=f"Shard {changed} of 2 .*changed since it was last saved"):
+        sharded.kneighbors(queries)
+    client.wait_for_workers(2, timeout=60)
+
+
+@pytest.mark.slow  # starts a LocalCluster of two processes
 def test_a_dask_array_is_indexed_on_the_workers(data, client):
     import dask.array as da
 
@@ -256,3 +277,27 @@ def test_the_command_indexes_and_queries_in_shards(folder, tmp_path):
     assert answer[0]["path"] == str(folder / "06.png") and answer[1]["path"] == str(folder / "06_copy.png")
     status, out, err = main("index", folder, "-o", index, "--update", "--shards", 3)
     assert status == 2 and "--shards 2, not 3" in err
+
+
+def test_an_interrupted_sharded_build_leaves_loadable_shards_and_resumes(folder, tmp_path, monkeypatch):
+    from sklearn_imgretrieval.indexing import _streaming, build_index, load_index
+
+    paths = sorted(str(p) for p in folder.glob("*.png"))
+    checkpoint = tmp_path / "photos.idx.partial"
+    monkeypatch.setattr(_streaming, "_CHECKPOINT_SECONDS", 0)  # save after every chunk
+
+    def stop_after_two_chunks(stage, done, total):
+        if stage == "embedding" and done >= 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_index(paths, _pipeline(), chunk_size=5, shards=2, checkpoint=checkpoint, progress=stop_after_two_chunks)
+    saved = load_index(checkpoint)
+    assert len(saved) == 10 and len(list((tmp_path / "photos.idx.partial.shards").iterdir())) == 2
+    np.testing.assert_array_equal(saved.kneighbors(paths[:3], n_neighbors=1)[1].ravel(), [0, 1, 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # resumed, not "Ignoring the checkpoint ..."
+        index = build_index(paths, _pipeline(), chunk_size=5, shards=2, checkpoint=checkpoint)
+    whole = build_index(paths, _pipeline(), chunk_size=5, shards=2)
+    assert index.paths == whole.paths == paths
+    np.testing.assert_array_equal(index.kneighbors(paths)[1], whole.kneighbors(paths)[1])

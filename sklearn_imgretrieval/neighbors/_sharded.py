@@ -48,6 +48,7 @@ from ._retriever import NearestImageRetriever
 __all__ = ["Shard", "ShardedRetriever"]
 
 _QUERY_CHUNK = 8192  # gallery rows re-queried at a time by the leave-one-out searches
+_CHANGES = frozenset({"add", "remove"})  # calls after which a shard's file no longer holds the shard
 
 
 class Shard:
@@ -154,6 +155,7 @@ class _Here:
 
     def __init__(self, shard, file=None):
         self.shard, self.file = shard, file
+        self.changed_since_saved = False
 
     def call(self, method, *args):
         return _Done(getattr(self.shard, method)(*args))
@@ -169,6 +171,7 @@ class _OnWorker:
 
     def __init__(self, client, actor, worker, file=None):
         self.client, self.actor, self.worker, self.file = client, actor, worker, file
+        self.changed_since_saved = False
 
     def call(self, method, *args):
         with self.client.as_current():
@@ -411,15 +414,21 @@ class ShardedRetriever(NeighborsAnswers, ClassNamePrefixFeaturesOutMixin, Transf
                 if self.client is None:
                     raise
                 results.update(self._after_loss(number, method, args, exc))
+        for number, method, _ in calls:
+            if method in _CHANGES and number in results:
+                # Reloading a file older than the shard would silently lose this change.
+                handle = self.shards_[number]
+                handle.changed_since_saved, handle.file = handle.file is not None or handle.changed_since_saved, None
         return results
 
     def _after_loss(self, number, method, args, error):
         if self.shards_[number].file is not None:
             self._reload(number)
             return {number: self.shards_[number].call(method, *args).result()}
+        why = "it changed since it was last saved" if self.shards_[number].changed_since_saved else "it was never saved"
         message = (
             f"Shard {number} of {len(self.shards_)} ({len(self.shard_rows_[number])} rows) did not answer "
-            f"({type(error).__name__}: {error}); it was never saved, so it cannot be loaded again. "
+            f"({type(error).__name__}: {error}); {why}, so it cannot be loaded again. "
         )
         if not self.allow_partial:
             raise RuntimeError(
@@ -838,7 +847,7 @@ class ShardedRetriever(NeighborsAnswers, ClassNamePrefixFeaturesOutMixin, Transf
             # Each shard writes its own file: on a cluster, from its worker (a folder they all see).
             self._gather([(number, "save", (str(folder / name),)) for number, name in enumerate(names)])
             for handle, name in zip(shards, names):
-                handle.file = str(folder / name)
+                handle.file, handle.changed_since_saved = str(folder / name), False
             saving.names.extend(names)
             saving.by_object[id(self)] = names
         state["shard_files_"] = saving.by_object[id(self)]
