@@ -96,7 +96,8 @@ def _direct_training_model(embedder, n_features):
     """The embedder's network, freshly built and compiled as a user of Keras would."""
     import keras
 
-    from sklearn_imgretrieval.embedders._vae import GaussianSampling, VAEEmbedder, summed_reconstruction_loss
+    from sklearn_imgretrieval.embedders._layers import GaussianSampling
+    from sklearn_imgretrieval.embedders._vae import VAEEmbedder, summed_reconstruction_loss
 
     twin = embedder.__class__(**embedder.get_params())
     twin.n_features_in_, twin.image_shape_ = embedder.n_features_in_, embedder.image_shape_

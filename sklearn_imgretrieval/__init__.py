@@ -2,8 +2,10 @@
 
 Public names are resolved on first access (PEP 562), so ``import
 sklearn_imgretrieval`` costs almost nothing: scikit-learn is imported with
-the first estimator used and Keras (and so TensorFlow) only with the first
-Keras embedder. The ``imgretrieval`` command relies on this to start fast.
+the first estimator used and Keras (and so TensorFlow) only when a Keras
+embedder builds, trains or runs a network on Keras; a fitted embedder that
+runs on ONNX Runtime never imports it. The ``imgretrieval`` command relies
+on this to start fast.
 """
 
 import importlib

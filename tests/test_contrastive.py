@@ -12,7 +12,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn_imgretrieval import ContrastiveEmbedder, NearestImageRetriever, make_retrieval_pipeline
 from sklearn_imgretrieval.datasets import load_digits_images
 from sklearn_imgretrieval.embedders._augmentation import RandomView
-from sklearn_imgretrieval.embedders._contrastive import nt_xent
+from sklearn_imgretrieval.embedders._layers import nt_xent
 
 pytestmark = pytest.mark.network  # every test trains a Keras network
 

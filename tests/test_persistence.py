@@ -267,7 +267,7 @@ def _rewrite(source, target, edit_schema):
         # __main__ of this package runs the command line: never imported to check a name
         ("sklearn_imgretrieval.__main__", "ImagePreprocessor", "sklearn_imgretrieval.__main__.ImagePreprocessor"),
         # a class of ours built on Keras's Layer, whose state is not plain data
-        ("sklearn_imgretrieval.embedders._pretrained", "ImageNetPixels", "ImageNetPixels"),
+        ("sklearn_imgretrieval.embedders._layers", "ImageNetPixels", "ImageNetPixels"),
         # re-exported names are not where the class is defined
         ("sklearn_imgretrieval", "ImagePreprocessor", "sklearn_imgretrieval.ImagePreprocessor"),
         ("os", "system", "os.system"),
@@ -340,21 +340,34 @@ def test_headers_that_are_missing_garbled_or_newer(saved, tmp_path):
 
 
 @pytest.mark.network  # the fixtures train Keras networks
-def test_tampered_object_state_is_reported_not_raised_raw(saved, tmp_path):
+def test_tampered_object_state_is_reported_not_raised_raw(fitted, saved, tmp_path):
+    def break_shape(schema):  # n_features_in_ no longer fits the stored inference graph
+        schema["content"]["content"]["n_features_in_"]["content"] = "65"
+
+    path = tmp_path / "tampered.skops"
+    _rewrite(saved / "conv_autoencoder.skops", path, break_shape)
+    with pytest.raises(ValueError, match="could not be read: it is damaged.*does not fit this estimator"):
+        load(path)
+
+    # The networks are built from their weights when first used (not at load, so that
+    # ONNX Runtime inference needs no Keras): weights that do not fit are reported then.
     def break_weights(schema):
         schema["content"]["content"]["_keras_weights"]["content"]["encoder_"]["content"].pop()
 
-    path = tmp_path / "tampered.skops"
     _rewrite(saved / "conv_autoencoder.skops", path, break_weights)
-    with pytest.raises(ValueError, match="could not be read: it is damaged"):
-        load(path)
+    loaded = load(path)
+    with pytest.raises(ValueError, match="stored weights of AutoencoderEmbedder.encoder_ do not fit its network"):
+        loaded.inverse_transform(np.zeros((1, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="stored weights of AutoencoderEmbedder.encoder_ do not fit"):
+        loaded.set_params(inference="keras").transform(QUERIES)  # stays as loaded after the first refusal
+    estimator, queries = fitted["conv_autoencoder"]
+    np.testing.assert_array_equal(loaded.set_params(inference="auto").transform(queries), estimator.transform(queries))
 
 
 @pytest.mark.network  # the fixtures train Keras networks
 # ------------------------------------------------------ Keras's own format
 def test_keras_networks_load_back_in_safe_mode(fitted, tmp_path):
-    from sklearn_imgretrieval.embedders._pretrained import GeneralizedMeanPooling2D, ImageNetPixels
-    from sklearn_imgretrieval.embedders._vae import GaussianSampling
+    from sklearn_imgretrieval.embedders._layers import GaussianSampling, GeneralizedMeanPooling2D, ImageNetPixels
 
     images = keras.Input((8, 8, 1))
     features = keras.layers.Conv2D(3, 3)(ImageNetPixels("caffe")(images))

@@ -1,14 +1,13 @@
 """Keras embedders: images (rows or 4-D arrays) to embeddings.
 
-Importing this package does not import Keras: each estimator's module does,
-and is loaded on first access of its name (PEP 562). Before that first
-import, TensorFlow's C++ INFO lines (CPU instruction notices printed on
-every start) are turned off unless ``TF_CPP_MIN_LOG_LEVEL`` is already set;
-its warnings and errors still show.
+Importing this package, or a fitted embedder from a file, does not import
+Keras: it is imported (through ``_keras.import_keras``, which also keeps
+TensorFlow's start-up notices off stderr) only when a network is built,
+trained or run on Keras. Each estimator's module is loaded on first access
+of its name (PEP 562).
 """
 
 import importlib
-import os
 
 # public name -> private module defining it
 _EMBEDDERS = {
@@ -28,8 +27,6 @@ __all__ = sorted(_EMBEDDERS)
 
 def __getattr__(name):
     if name in _EMBEDDERS:
-        if _EMBEDDERS[name] != "._factory":
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
         value = getattr(importlib.import_module(_EMBEDDERS[name], __name__), name)
         globals()[name] = value
         return value

@@ -11,8 +11,10 @@ layer's own seeded generator: backend-agnostic and a function of the seed.
 
 import math
 
-import keras
-from keras import ops
+from ._keras import import_keras
+
+keras = import_keras()  # this module is imported only to train or score a contrastive embedder
+ops = keras.ops
 
 # ITU-R 601 luma weights, as tf.image.rgb_to_grayscale uses
 _LUMA = (0.2989, 0.587, 0.114)

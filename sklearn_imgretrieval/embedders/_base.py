@@ -2,9 +2,16 @@
 
 ``KerasEmbedder`` gives its subclasses input validation (2-D rows or 4-D
 images, the image-shape rule of ``_image_shape``), a seeded fit loop with a
-validation split and early stopping, batched prediction, persistence of the
-networks as plain weight arrays, and scikit-learn tags. A subclass says which
-attributes hold Keras models and how to build them; the rest is here.
+validation split and early stopping, batched prediction, the choice of
+inference runtime (``_inference``: ONNX Runtime or Keras), persistence of
+the networks as plain weight arrays next to their inference graph, and
+scikit-learn tags. A subclass says which attributes hold Keras models, how
+to build them and which network ``transform`` runs; the rest is here.
+
+Keras is imported only to build, train or run a network on Keras: a fitted
+embedder loaded from a file keeps its weights aside and rebuilds its
+networks on first use of one (``__getattr__``), so an embedder that runs on
+ONNX Runtime never imports Keras or TensorFlow.
 
 Randomness never touches global state: every seed comes from
 ``_seeding``, derived from ``random_state``.
@@ -14,8 +21,10 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
+import warnings
+import weakref
 
-import keras
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
@@ -25,39 +34,15 @@ from .._batch_size import check_batch_size
 from .._dask import is_dask_array, transform_blocks
 from .._image_io import warn_unless_unit_range
 from .._image_shape import check_image_shape, infer_image_shape
-from .._sklearn_compat import Interval, validate_data
+from .._sklearn_compat import Interval, StrOptions, validate_data
+from . import _inference
+from ._keras import import_keras
 
 _EAGER_STEPS = 32  # training steps below which a fit runs eagerly
-
-
-class ShuffledBatches(keras.utils.PyDataset):
-    """Mini-batches of ``(x, y)`` in a new seeded order every epoch.
-
-    Keras's own ``shuffle=True`` draws from the backend's global seed; this
-    keeps the order a function of ``random_state`` alone.
-    """
-
-    def __init__(self, x, y, batch_size, seed):
-        super().__init__()
-        self._x = x
-        self._y = y
-        self._batch_size = batch_size
-        self._rng = np.random.default_rng(seed)
-        self._order = self._rng.permutation(len(x))
-
-    def __len__(self):
-        return math.ceil(len(self._x) / self._batch_size)
-
-    def __getitem__(self, index):
-        rows = self._order[index * self._batch_size : (index + 1) * self._batch_size]
-        rows = np.sort(rows)  # contiguous-ish reads; the batch's order does not matter
-        x = self._x[rows]
-        if self._y is None:
-            return (x,)
-        return x, (x if self._y is self._x else self._y[rows])
-
-    def on_epoch_end(self):
-        self._order = self._rng.permutation(len(self._x))
+_REBUILD_LOCK = threading.RLock()  # two threads using a loaded embedder rebuild its networks once
+_SAID_OLDER_FILE = weakref.WeakSet()  # embedders from older files that said so (not in __dict__: transform keeps it)
+#: Parameters that files of older versions lack, and the value that gives their behaviour.
+_PARAMETERS_ADDED_LATER = {"inference": "auto", "n_jobs": None}
 
 
 def split_validation(n_samples, validation_fraction, seed):
@@ -82,8 +67,11 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     Subclasses set ``_keras_models`` (names of fitted attributes holding Keras
     models) and implement ``_build_models(seed)``, which creates those
     attributes from the fitted shapes (``n_features_in_``, ``image_shape_``)
-    and the parameters. Weights are not part of the build: persistence stores
-    them separately and sets them on a fresh build.
+    and the parameters, ``_keras_embed(x)`` (the embeddings on Keras) and
+    ``_inference_network()`` (the same computation as one Keras model, which
+    is exported). Weights are not part of the build: persistence stores them
+    separately and sets them on a fresh build. Each ``fit`` calls
+    ``_start_fitting()`` first and ``_make_inference_graph()`` last.
     """
 
     _keras_models = ()
@@ -99,6 +87,8 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "patience": [Interval(numbers.Integral, 0, None, closed="left")],
         "warm_start": ["boolean"],
         "image_shape": [None, "array-like"],
+        "inference": [StrOptions(set(_inference.INFERENCE_OPTIONS))],
+        "n_jobs": [None, numbers.Integral],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -185,6 +175,52 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             )
 
     # ------------------------------------------------------------ training
+    def _start_fitting(self):
+        """Before a fit trains anything: check the runtime asked for, forget the old graph."""
+        if self.inference == "onnxruntime":
+            reason = _inference.export_unavailable_reason()
+            if reason is not None:
+                raise ValueError(
+                    f"inference='onnxruntime' runs an ONNX graph exported at the end of fit, but {reason}. "
+                    "Use inference='auto' (ONNX Runtime when it can, else Keras) or inference='keras'."
+                )
+        if self.__dict__.get("_pending_weights"):
+            self._rebuild_networks()  # a loaded embedder: its networks, for a warm start or to be replaced
+        self._forget_inference_graph()
+
+    def _forget_inference_graph(self):
+        self._onnx_graph = None
+        self.__dict__.pop("_graph_from_older_file", None)
+
+    def _make_inference_graph(self):
+        """At the end of ``fit``: export the network ``transform`` runs, unless ``inference="keras"``.
+
+        With ``"auto"``, no exporter (another Keras backend, tf2onnx missing)
+        leaves inference on Keras silently, and a failed export with a
+        warning; with ``"onnxruntime"`` a failed export raises.
+        """
+        self._forget_inference_graph()
+        if self.inference == "keras" or (
+            self.inference == "auto" and _inference.export_unavailable_reason() is not None
+        ):
+            return
+        try:
+            self._onnx_graph = self._export_inference_graph()
+        except _inference.ExportError as exc:
+            if self.inference == "onnxruntime":
+                raise RuntimeError(
+                    f"The fitted network could not be exported for ONNX Runtime: {exc}. Fit with "
+                    "inference='auto' or 'keras' to embed on Keras."
+                ) from exc
+            warnings.warn(
+                f"{type(self).__name__} embeds on Keras: its network could not be exported for ONNX Runtime ({exc}).",
+                stacklevel=3,
+            )
+
+    def _export_inference_graph(self):
+        """The ONNX graph of ``_inference_network()``; subclasses may read it from a cache."""
+        return _inference.export_graph(self._inference_network(), self._graph_input_shape())
+
     def _fit_model(self, model, x, y, *, seed, continuing=False, callbacks=()):
         """Train ``model`` (compiled) on ``x`` -> ``y`` and record the history.
 
@@ -195,6 +231,9 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         ``callbacks`` are extra Keras callbacks (benchmarks use them to
         measure during training).
         """
+        keras = import_keras()
+        from ._layers import ShuffledBatches
+
         train, val = split_validation(len(x), self.validation_fraction, seed)
 
         def targets(x_part, rows):
@@ -239,7 +278,7 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     def _continues_training(self):
         """True when this fit goes on from the networks of the previous fit."""
-        return bool(getattr(self, "warm_start", False)) and all(hasattr(self, name) for name in self._keras_models)
+        return bool(getattr(self, "warm_start", False)) and self.__sklearn_is_fitted__()
 
     def _predict(self, model, x):
         """``model`` over ``x`` batch by batch, into one preallocated float32 output.
@@ -253,6 +292,7 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         of images it shares a batch with. A model with several outputs gives
         a list of arrays.
         """
+        keras = import_keras()
         n_rows, size = len(x), self.batch_size
         outputs = None
         progress = keras.utils.Progbar(n_rows, unit_name="image") if self.verbose else None
@@ -282,6 +322,11 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     def _n_features_out(self):
         return self.latent_dim
 
+    def __sklearn_is_fitted__(self):
+        # Without touching the networks: a loaded embedder keeps their weights aside until one is used.
+        pending = self.__dict__.get("_pending_weights") or {}
+        return bool(self._keras_models) and all(name in self.__dict__ or name in pending for name in self._keras_models)
+
     def transform(self, X: ArrayLike) -> np.ndarray:
         """Embed ``X`` into ``latent_dim`` float32 features.
 
@@ -296,14 +341,80 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         embeddings : ndarray of float32, shape (n_samples, latent_dim)
             One embedding per image (a dask array for a dask array).
         """
-        check_is_fitted(self, self._keras_models)
+        check_is_fitted(self)
         if is_dask_array(X):  # a lazy dask array back, block by block
             return transform_blocks(self.transform, X, self._n_features_out)
         rows = self._validate_input(X, reset=False)
         return self._embed(rows)
 
-    def _embed(self, rows):
+    # ---------------------------------------------------------- inference
+    def _graph_input_shape(self):
+        """Shape of one sample the inference network takes: a row; PretrainedCNNEmbedder takes images."""
+        return (self.n_features_in_,)
+
+    def _network_input(self, rows):
+        return rows.reshape((rows.shape[0], *self._graph_input_shape()))
+
+    def _finish_embeddings(self, embeddings):
+        """What ``transform`` does after the network, in NumPy on either runtime."""
+        return embeddings
+
+    def _keras_embed(self, x):
         raise NotImplementedError
+
+    def _inference_network(self):
+        raise NotImplementedError
+
+    def _embed(self, rows):
+        """Embeddings of validated rows, on the runtime ``inference`` picks."""
+        x = self._network_input(rows)
+        session = self._inference_session()
+        if session is None:
+            embeddings = self._keras_embed(x)
+        else:
+            embeddings = _inference.run_graph(session, x, self.batch_size, verbose=self.verbose)
+        return self._finish_embeddings(embeddings)
+
+    def _inference_session(self):
+        """The ONNX Runtime session ``transform`` uses, or None to run on Keras.
+
+        ``"auto"``: the graph's session when there is a graph and ONNX
+        Runtime is installed. ``"onnxruntime"``: always; a missing graph (an
+        older file, or a fit with another setting) is exported now.
+        ``"keras"``: never.
+        """
+        inference = self.inference
+        if inference not in _inference.INFERENCE_OPTIONS:  # set_params after fit is not validated
+            raise ValueError(f"inference must be one of {list(_inference.INFERENCE_OPTIONS)}, got {inference!r}.")
+        graph = self.__dict__.get("_onnx_graph")
+        if inference == "keras" or (inference == "auto" and (graph is None or not _inference.onnxruntime_installed())):
+            if inference == "auto" and self.__dict__.get("_graph_from_older_file") and self not in _SAID_OLDER_FILE:
+                _SAID_OLDER_FILE.add(self)
+                warnings.warn(
+                    f"This {type(self).__name__} was loaded from a file saved before sklearn-imgretrieval stored "
+                    "inference graphs, so it embeds on Keras (TensorFlow starts; about half as fast). Save it "
+                    "again (sklearn_imgretrieval.save, or joblib.dump for a pickle) to store its graph: the new "
+                    "file embeds on ONNX Runtime.",
+                    stacklevel=4,
+                )
+            return None
+        if graph is None:
+            try:
+                graph = self._export_inference_graph()
+            except _inference.ExportError as exc:
+                raise RuntimeError(
+                    f"inference='onnxruntime' runs an ONNX graph of the fitted network, and none could be "
+                    f"exported: {exc}. Set inference='auto' or 'keras' to embed on Keras."
+                ) from exc
+            self._onnx_graph = graph
+            self.__dict__.pop("_graph_from_older_file", None)
+        return _inference.session_for(
+            graph,
+            n_jobs=self.n_jobs,
+            input_shape=self._graph_input_shape(),
+            output_size=self._n_features_out,
+            source=f"The inference graph of this {type(self).__name__}",
+        )
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -312,24 +423,78 @@ class KerasEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return tags
 
     # -------------------------------------------------------- persistence
+    def __getattr__(self, name):
+        # Reached only when an attribute is missing: a network of a loaded embedder is built on first use.
+        pending = self.__dict__.get("_pending_weights")
+        if pending and name in pending:
+            self._rebuild_networks()
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _rebuild_networks(self):
+        with _REBUILD_LOCK:
+            pending = self.__dict__.get("_pending_weights")
+            if not pending:
+                return  # another thread was first
+            self._build_models(seed=0)  # architecture only; the weights follow
+            for name, values in pending.items():
+                try:
+                    self.__dict__[name].set_weights(values)
+                except (KeyError, ValueError, TypeError) as exc:
+                    for built in pending:
+                        self.__dict__.pop(built, None)  # stay as loaded: no half-set networks
+                    raise ValueError(
+                        f"The stored weights of {type(self).__name__}.{name} do not fit its network ({exc}). The "
+                        "file it was loaded from is damaged or was changed after it was written; save the "
+                        "embedder again from a good copy, or refit it."
+                    ) from exc
+            del self._pending_weights
+
     def __getstate__(self):
         # Networks travel as their weight arrays and are rebuilt on load:
-        # this works on every backend and stores each weight once.
+        # this works on every backend and stores each weight once. The
+        # inference graph travels beside them, as bytes in a uint8 array.
+        if self.__dict__.get("_graph_from_older_file") and self.inference != "keras":
+            self._upgrade_older_file()
         state = dict(super().__getstate__())  # a copy: the estimator keeps its models
-        weights = {}
+        state.pop("_graph_from_older_file", None)
+        weights = dict(state.pop("_pending_weights", None) or {})
         for name in self._keras_models:
             if name in state:
                 weights[name] = [np.asarray(w) for w in state.pop(name).get_weights()]
         state["_keras_weights"] = weights
         return state
 
+    def _upgrade_older_file(self):
+        """Saving again an embedder from an older file: export its graph, if this process can."""
+        if _inference.export_unavailable_reason() is not None:
+            return
+        try:
+            self._onnx_graph = self._export_inference_graph()
+        except _inference.ExportError as exc:
+            warnings.warn(f"Saved without an inference graph: {exc}.", stacklevel=4)
+        self.__dict__.pop("_graph_from_older_file", None)
+
     def __setstate__(self, state):
+        state = dict(state)
         weights = state.pop("_keras_weights", {})
+        older_file = bool(weights) and "_onnx_graph" not in state
+        for name, default in _PARAMETERS_ADDED_LATER.items():
+            state.setdefault(name, default)  # an estimator saved before they existed
         super().__setstate__(state)
         if weights:
-            self._build_models(seed=0)  # architecture only; the weights follow
-            for name, values in weights.items():
-                getattr(self, name).set_weights(values)
+            self._pending_weights = weights  # the networks are built when first used
+        if older_file:
+            self._onnx_graph = None
+            self._graph_from_older_file = True
+        elif self.__dict__.get("_onnx_graph") is not None:
+            # Refused at load, before any work: a graph is data, and only plain inference graphs are run.
+            _inference.check_graph(
+                self._onnx_graph,
+                input_shape=self._graph_input_shape(),
+                output_size=self._n_features_out,
+                source=f"The inference graph stored with this {type(self).__name__}",
+            )
 
 
 def positive_int_tuple(value, name, *, allow_empty=False):

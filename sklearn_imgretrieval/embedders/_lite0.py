@@ -31,9 +31,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 
+from ._keras import import_keras
 from ._seeding import SeededInitializers
 
 #: (kernel, stride, expansion, output channels, repeats) of Lite0's seven stages.
@@ -206,6 +206,7 @@ def _keras_name(torch_prefix):
 
 
 def _conv_bn(x, init, filters, kernel, stride, conv_prefix, bn_prefix, activation=True):
+    keras = import_keras()
     x = keras.layers.Conv2D(
         filters,
         kernel,
@@ -220,6 +221,7 @@ def _conv_bn(x, init, filters, kernel, stride, conv_prefix, bn_prefix, activatio
 
 
 def _mbconv(x, init, index, in_channels, kernel, stride, expansion, out_channels):
+    keras = import_keras()
     prefix = f"_blocks.{index}."
     inputs = x
     if expansion != 1:
@@ -272,6 +274,7 @@ def build_lite(variant, input_shape=None, *, include_top=False, seed=0):
     (layer ``FEATURE_LAYER``); with ``include_top=True`` it is the 1000
     ImageNet logits after average pooling and the ``_fc`` layer.
     """
+    keras = import_keras()
     if input_shape is None:
         input_shape = (VARIANTS[variant].input_size,) * 2 + (3,)
     init = SeededInitializers(seed)
@@ -295,6 +298,7 @@ def build_lite(variant, input_shape=None, *, include_top=False, seed=0):
 
 def _set_torch_weights(model, state):
     """Copy a torch state dict into ``model``, layer by layer, checking shapes."""
+    keras = import_keras()
     modules = collections.defaultdict(dict)
     for key, value in state.items():
         prefix, _, param = key.rpartition(".")
@@ -424,6 +428,7 @@ def lite_network(variant, input_shape=None, *, weights="imagenet", include_top=F
     network with its classifier; with ``include_top=False`` the returned
     model stops at ``FEATURE_LAYER`` and shares the layers.
     """
+    keras = import_keras()
     full = build_lite(variant, input_shape, include_top=True, seed=seed)
     if weights == "imagenet":
         load_imagenet_weights(full, variant)

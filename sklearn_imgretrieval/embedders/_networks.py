@@ -8,10 +8,10 @@ seeded from ``seed``, so that a build is a function of its arguments alone.
 
 import math
 
-import keras
-
+from ._keras import import_keras
 from ._seeding import SeededInitializers
 
+keras = import_keras()  # this module is imported only when a network is built
 layers = keras.layers
 
 

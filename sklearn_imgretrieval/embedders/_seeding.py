@@ -9,9 +9,10 @@ threads next to each other stay independent and reproducible.
 
 import math
 
-import keras
 import numpy as np
 from sklearn.utils import check_random_state
+
+from ._keras import import_keras
 
 MAX_SEED = 2**31 - 1
 
@@ -39,6 +40,7 @@ class SeededInitializers:
         self._rng = np.random.default_rng(seed)
 
     def __call__(self):
+        keras = import_keras()
         return keras.initializers.GlorotUniform(seed=int(self._rng.integers(MAX_SEED)))
 
 
