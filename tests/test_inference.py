@@ -87,8 +87,10 @@ def test_onnxruntime_agrees_with_keras(fitted, name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SLOW_EMBEDDERS)
-def test_onnxruntime_agrees_with_keras_on_larger_networks(name):
+def test_onnxruntime_agrees_with_keras_on_larger_networks(name, caplog):
     _assert_agree(*_fit(name, SLOW_EMBEDDERS))
+    # tf2onnx skips an optimiser pass on MobileNetV3 and logs it with a traceback; the graph is checked instead
+    assert not [record for record in caplog.records if record.name.startswith("tf2onnx")]
 
 
 @pytest.mark.parametrize("name", ["lite0_gem", "conv_autoencoder"])

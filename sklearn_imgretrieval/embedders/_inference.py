@@ -193,7 +193,7 @@ class _SkippedOptimizerPasses(logging.Filter):
 
 @contextmanager
 def _quiet_tf2onnx():
-    logger = logging.getLogger("tf2onnx")
+    logger = logging.getLogger("tf2onnx.optimizer")  # where the record is made: filters do not see children's
     skipped = _SkippedOptimizerPasses()
     logger.addFilter(skipped)
     try:
