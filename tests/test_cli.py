@@ -166,6 +166,54 @@ def test_index_with_the_default_pretrained_embedder(photos, tmp_path):
     assert neighbours[0]["path"] == str(query)
     assert neighbours[0]["distance"] == pytest.approx(0.0, abs=1e-5)
     assert sum("stripes" in n["path"] for n in neighbours) >= 3
+    _commands_on_a_saved_index_do_not_import_tensorflow(photos, model, tmp_path)
+
+
+_WITHOUT_TENSORFLOW = """
+import shutil, sys, time
+from pathlib import Path
+from starlette.testclient import TestClient
+from sklearn_imgretrieval.cli import main
+from sklearn_imgretrieval.serve import create_app
+
+folder, index, work = map(Path, sys.argv[1:4])
+
+
+def check(command, unwanted=("keras", "tensorflow", "skops")):
+    loaded = sorted(name for name in unwanted if name in sys.modules)
+    assert not loaded, f"{command} imported {loaded}"
+
+
+assert main(["query", str(index), str(folder / "stripes" / "stripes3.jpg"), "-k", "2"]) == 0
+check("query")
+assert main(["dedupe", "--index", str(index), "--max-distance", "0.01"]) == 0
+check("dedupe")
+with TestClient(create_app(str(index)), base_url="http://127.0.0.1") as client:
+    upload = {"image": ("q.jpg", (folder / "stripes" / "stripes3.jpg").read_bytes(), "image/jpeg")}
+    for _ in range(600):  # while the network warms up, the server answers 503
+        answer = client.post("/api/search?k=2", files=upload)
+        if answer.status_code != 503:
+            break
+        time.sleep(0.1)
+    assert answer.status_code == 200, answer.text
+check("serve")
+# another folder: every image is embedded; reading needs no skops, writing the updated index does
+shutil.copytree(folder, work / "photos")
+shutil.copy(index, work / "copy.idx")
+assert main(["index", str(work / "photos"), "-o", str(work / "copy.idx"), "--update"]) == 0
+check("index --update", unwanted=("keras", "tensorflow"))
+print("ok")
+"""
+
+
+def _commands_on_a_saved_index_do_not_import_tensorflow(photos, index, tmp_path):
+    """query, dedupe --index, index --update and serve on a Lite0 index run on ONNX Runtime alone."""
+    env = dict(os.environ, MPLBACKEND="Agg")
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TENSORFLOW, str(photos), str(index), str(tmp_path)],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
 
 
 def test_evaluate_on_a_folder_of_labelled_photos(photos):

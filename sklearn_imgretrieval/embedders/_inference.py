@@ -255,8 +255,11 @@ def verify_graph(graph, keras_function, input_shape):
     """Raise ExportError unless ``graph`` computes what ``keras_function`` does on a few random inputs."""
     x = np.random.default_rng(0).random((_VERIFY_IMAGES, *input_shape), dtype=np.float32)
     expected = np.asarray(keras_function(x), dtype=np.float32)
-    session = _new_session(graph, n_threads=1)
-    found = session.run(None, {session.get_inputs()[0].name: x})[0]
+    try:
+        session = _new_session(graph, n_threads=1)
+        found = session.run(None, {session.get_inputs()[0].name: x})[0]
+    except Exception as exc:  # ONNX Runtime refusing the graph: a wrong export, as a wrong answer is
+        raise ExportError(f"ONNX Runtime cannot run the exported graph ({type(exc).__name__}: {exc})") from exc
     finite = np.abs(expected[np.isfinite(expected)])
     tolerance = _AGREEMENT * max(1.0, float(finite.max()) if finite.size else 1.0)
     # a diverged network gives NaN or inf on both runtimes: that is agreement too
