@@ -14,6 +14,12 @@ Three parts, each printed as a table:
 3. A new process that loads a saved Lite0 embedder (``sklearn_imgretrieval.load``)
    and embeds one photo, on each runtime: wall seconds of the whole process
    (medians of alternated runs), and whether Keras was imported.
+4. Same neighbours: the demo's photos (the bundled photos and their edited
+   copies) embedded by Lite0 at 224x224 on each runtime: the top-10
+   neighbours of every photo, compared.
+5. An index of a folder of JPEG photos end to end (``build_index``: decoding,
+   resizing, embedding, adding), on each runtime in alternated runs, and
+   where the time goes (decoding and resizing; embedding).
 
     python benchmarks/bench_inference.py
     python benchmarks/bench_inference.py --rounds 3 --runs 3   # quicker
@@ -185,11 +191,83 @@ def first_embedding(lite0, photos224, runs):
         print(f"| {stage} | {medians[0]:.2f} | {medians[1]:.2f} |")
 
 
+def same_neighbours():
+    from sklearn_imgretrieval import ImagePreprocessor, NearestImageRetriever, PretrainedCNNEmbedder
+    from sklearn_imgretrieval.datasets import load_sample_photos, make_near_duplicates
+
+    photos, _ = load_sample_photos()
+    images, _, _ = make_near_duplicates(photos)
+    pixels = ImagePreprocessor(size=(224, 224)).fit_transform(images)
+    embedder = PretrainedCNNEmbedder().fit(pixels[:1])
+    answers = {}
+    for runtime in ("keras", "onnxruntime"):
+        rows = embedder.set_params(inference=runtime).transform(pixels)
+        retriever = NearestImageRetriever(n_neighbors=10, metric="cosine", algorithm="flat").fit(rows)
+        answers[runtime] = retriever.kneighbors(return_distance=False)
+    same = (answers["keras"] == answers["onnxruntime"]).all(axis=1)
+    same_sets = [set(a) == set(b) for a, b in zip(answers["keras"], answers["onnxruntime"])]
+    print(f"Top-10 neighbours of each of the demo's {len(images)} photos (Lite0, 224x224, cosine, exact)\n")
+    print(f"identical lists: {same.sum()} of {len(same)}; identical sets: {sum(same_sets)} of {len(same)}\n")
+
+
+def index_end_to_end(n_files, runs):
+    from sklearn_imgretrieval import (
+        ImagePreprocessor,
+        NearestImageRetriever,
+        PretrainedCNNEmbedder,
+        make_retrieval_pipeline,
+    )
+    from sklearn_imgretrieval.indexing import build_index
+
+    rng = np.random.default_rng(1)
+    photos = load_photos()
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for number in range(n_files):
+            path = Path(folder) / f"{number:05d}.jpg"
+            random_resized_crop(photos[number % len(photos)], (0.5, 1.0), (640, 480), rng).save(path, quality=90)
+            paths.append(str(path))
+        times = {"keras": [], "onnxruntime": []}
+        decode, embed = [], {runtime: [] for runtime in times}
+        preprocessor = ImagePreprocessor(size=(224, 224))
+        for number in range(runs):
+            order = list(times) if number % 2 == 0 else list(times)[::-1]
+            for runtime in order:
+                pipeline = make_retrieval_pipeline(
+                    ImagePreprocessor(size=(224, 224)),
+                    PretrainedCNNEmbedder(inference=runtime),
+                    NearestImageRetriever(metric="cosine", algorithm="flat"),
+                )
+                started = time.perf_counter()
+                build_index(paths, pipeline, fit_sample=8)
+                times[runtime].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            pixels = preprocessor.fit_transform(paths)
+            decode.append(time.perf_counter() - started)
+            for runtime in order:
+                embedder = PretrainedCNNEmbedder(inference=runtime).fit(pixels[:1])
+                started = time.perf_counter()
+                embedder.transform(pixels)
+                embed[runtime].append(time.perf_counter() - started)
+    print(f"build_index of {n_files} JPEG photos (640x480) with Lite0 at 224x224, {runs} alternated runs; wall s\n")
+    print("| runtime | build_index median | photos/s | of which: decode and resize | embed |\n|---|---|---|---|---|")
+    for runtime, values in times.items():
+        build = statistics.median(values)
+        print(
+            f"| {runtime} | {build:.1f} | {n_files / build:.1f} | {statistics.median(decode):.1f} "
+            f"| {statistics.median(embed[runtime]):.1f} |"
+        )
+    ratios = [k / o for k, o in zip(times["keras"], times["onnxruntime"])]
+    print(f"\nKeras / ONNX Runtime, run by run: median {statistics.median(ratios):.2f}x the time (target 1.4x)\n")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=256, help="photos per throughput round (default: 256)")
     parser.add_argument("--rounds", type=int, default=7, help="alternated throughput rounds (default: 7)")
     parser.add_argument("--runs", type=int, default=5, help="alternated new-process runs (default: 5)")
+    parser.add_argument("--files", type=int, default=512, help="photos of the index of part 5 (default: 512)")
+    parser.add_argument("--parts", default="12345", help="which parts to run (default: all)")
     args = parser.parse_args()
     print("python benchmarks/bench_inference.py " + " ".join(sys.argv[1:]))
     print(f"{os.cpu_count()} cores; ", end="")
@@ -199,9 +277,17 @@ def main():
 
     keras = import_keras()
     print(f"Keras {keras.__version__} on {keras.config.backend()}, ONNX Runtime {onnxruntime.__version__}\n")
-    lite0, photos224 = throughput(args.images, args.rounds)
-    agreement(lite0, photos224)
-    first_embedding(lite0, photos224, args.runs)
+    if set(args.parts) & set("123"):
+        lite0, photos224 = throughput(args.images, args.rounds)
+    if "2" in args.parts:
+        agreement(lite0, photos224)
+    if "3" in args.parts:
+        first_embedding(lite0, photos224, args.runs)
+    if "4" in args.parts:
+        same_neighbours()
+    if "5" in args.parts:
+        index_end_to_end(args.files, args.runs)
+    print(f"load average at end: {load_average()}")
 
 
 if __name__ == "__main__":
