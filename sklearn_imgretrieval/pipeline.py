@@ -121,7 +121,12 @@ class RetrievalPipeline(Pipeline):
         return self
 
     def kneighbors(
-        self, X: Images | None = None, n_neighbors: int | None = None, return_distance: bool = True
+        self,
+        X: Images | None = None,
+        n_neighbors: int | None = None,
+        return_distance: bool = True,
+        *,
+        subset: ArrayLike | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
         """Embed ``X`` with all steps but the last, then ask the last for neighbours.
 
@@ -134,6 +139,10 @@ class RetrievalPipeline(Pipeline):
             Neighbours per query; defaults to the last step's ``n_neighbors``.
         return_distance : bool, default=True
             Whether to return distances as well.
+        subset : array-like of bool or int, default=None
+            Answer only with these gallery items (a boolean mask or gallery
+            indices), inside the search: see
+            :meth:`NearestImageRetriever.kneighbors`.
 
         Returns
         -------
@@ -142,8 +151,12 @@ class RetrievalPipeline(Pipeline):
         indices : ndarray of shape (n_queries, n_neighbors)
             Gallery indices of the neighbours, nearest first.
         """
+        if subset is None:  # any final step with kneighbors, as before
+            return self._final_estimator.kneighbors(
+                self._embed(X), n_neighbors=n_neighbors, return_distance=return_distance
+            )
         return self._final_estimator.kneighbors(
-            self._embed(X), n_neighbors=n_neighbors, return_distance=return_distance
+            self._embed(X), n_neighbors=n_neighbors, return_distance=return_distance, subset=subset
         )
 
     def kneighbors_graph(

@@ -285,7 +285,7 @@ def test_an_old_pickled_index_is_converted_when_trusted(photos, index_file, tmp_
 
     safe = load_index(index_file)
     old = tmp_path / "old.joblib"  # what `index` wrote before the safe format
-    joblib.dump({"format": "sklearn-imgretrieval-index", "pipeline": safe.pipeline, "paths": safe.paths}, old)
+    joblib.dump({"format": "sklearn-imgretrieval-index", "pipeline": safe.pipeline, "paths": list(safe.paths)}, old)
     query = photos / "rings" / "rings2.png"
     status, out, err = main("query", old, query, "-k", 2, "--trust-pickle", "--json")
     assert status == 0 and json.loads(out)[0]["neighbors"][0]["path"] == str(query)

@@ -95,7 +95,7 @@ def test_cluster_index_equals_local_and_ships_the_pipeline_once_per_worker(clien
     log.write_text("")
     with pytest.warns(UserWarning, match="broken.png"):
         remote = build_index(files, _pipeline(str(log)), fit_sample=20, random_state=0, chunk_size=4, client=client)
-    assert remote.paths == local.paths and len(remote) == 30
+    assert list(remote.paths) == list(local.paths) and len(remote) == 30
     np.testing.assert_allclose(
         remote.pipeline[-1].gallery_rows(range(30)), local.pipeline[-1].gallery_rows(range(30)), atol=1e-5
     )

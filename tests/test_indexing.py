@@ -37,7 +37,7 @@ def test_save_and_load_index_with_a_moved_folder(pipe, tmp_path):
     )
     save(index, tmp_path / "photos.idx")
     loaded = load_index(tmp_path / "photos.idx")
-    assert loaded.paths == paths and loaded.class_names == ["a", "b", "c"] and loaded.settings == {"size": [5, 5]}
+    assert list(loaded.paths) == paths and loaded.class_names == ["a", "b", "c"] and loaded.settings == {"size": [5, 5]}
     np.testing.assert_array_equal(loaded.labels, index.labels)
     np.testing.assert_array_equal(loaded.kneighbors(IMAGES)[1], index.kneighbors(IMAGES)[1])
     moved = load_index(tmp_path / "photos.idx", root=tmp_path / "new")
@@ -117,11 +117,11 @@ def test_build_index_streams_chunks_and_skips_unreadable_files(folder):
     with pytest.warns(UserWarning, match=r"Skipped 1 unreadable image file\(s\): .*broken\.png"):
         index = build_index(paths, _streaming_pipeline(), labels=labels, class_names=names, root=folder, chunk_size=5)
     kept = [i for i, path in enumerate(paths) if not path.endswith("broken.png")]
-    assert index.paths == [paths[i] for i in kept] and len(index) == 12
+    assert list(index.paths) == [paths[i] for i in kept] and len(index) == 12
     np.testing.assert_array_equal(index.labels, labels[kept])
     whole = _streaming_pipeline().fit([paths[i] for i in kept], labels[kept])
     np.testing.assert_array_equal(whole[-1].gallery_rows(range(12)), index.pipeline[-1].gallery_rows(range(12)))
-    assert all(stat is not None and stat[0] > 0 for stat in index.file_stats)
+    assert (index.column("file_size") > 0).all() and (index.column("width") == 12).all()
 
 
 def test_build_index_fits_learning_steps_on_a_sample_only_when_asked(folder):
@@ -143,6 +143,7 @@ def test_ivf_cells_come_from_the_number_of_files(folder):
 def test_update_embeds_only_new_and_changed_files(folder):
     paths, labels, names = _readable(folder)
     index = build_index(paths, _streaming_pipeline(), labels=labels, class_names=names, root=folder)
+    id_of = dict(zip(index.paths, index.ids.tolist()))
     (folder / "red" / "00.png").unlink()
     Image.fromarray(np.zeros((10, 12, 3), dtype=np.uint8)).save(folder / "red" / "01.png")  # changed
     os.utime(folder / "red" / "01.png", ns=(1, 1))
@@ -157,7 +158,12 @@ def test_update_embeds_only_new_and_changed_files(folder):
     assert index.class_names[index.labels[index.paths.index(str(folder / "green" / "new.png"))]] == "green"
     fresh = _streaming_pipeline().fit(paths)
     query = [str(folder / "red" / "01.png")]
-    assert index.paths[index.kneighbors(query, n_neighbors=1)[1][0, 0]] == query[0]
+    # Answers are ids: the changed file kept its id (now at another row), the new file got the next id.
+    assert index.kneighbors(query, n_neighbors=1)[1][0, 0] == id_of[query[0]]
+    assert index.paths[index.rows_of([id_of[query[0]]])[0]] == query[0]
+    new_ids = dict(zip(index.paths, index.ids.tolist()))
+    assert new_ids[str(folder / "green" / "new.png")] == 12 and id_of[str(folder / "red" / "00.png")] not in index.ids
+    assert all(new_ids[path] == id_of[path] for path in new_ids if path in id_of)
     np.testing.assert_allclose(
         index.pipeline[-1].gallery_rows(range(len(index))),
         fresh[-1].gallery_rows(range(len(index)))[[paths.index(p) for p in index.paths]],
@@ -188,7 +194,7 @@ def test_an_interrupted_build_resumes_from_its_checkpoint(folder, tmp_path_facto
     assert len(load_index(checkpoint, trusted=trusted)) == 8
     CountingStep.seen = 0
     index = build_index(paths, clone(pipe), chunk_size=4, checkpoint=checkpoint, settings={"run": 1}, trusted=trusted)
-    assert CountingStep.seen == 4 and index.paths == paths  # only the last chunk was embedded again
+    assert CountingStep.seen == 4 and list(index.paths) == paths  # only the last chunk was embedded again
     with pytest.warns(UserWarning, match="other settings; starting over"):
         again = build_index(paths, clone(pipe), checkpoint=checkpoint, settings={"run": 2}, trusted=trusted)
     assert len(again) == 12

@@ -246,22 +246,22 @@ def _embed(X, settings, *, robust, batch_size, n_jobs):
 
 
 # ------------------------------------------------------------------ search
-def _neighbour_edges(retriever, queries, settings, *, leave_out_self):
-    """(query rows, gallery rows, distances) of every query's duplicates, chunk by chunk."""
+def _neighbour_edges(retriever, queries, settings, *, leave_out_self, subset=None):
+    """(query rows, gallery rows, distances) of every query's duplicates, chunk by chunk (among ``subset``)."""
     rows, cols, dists = [], [], []
     for start in range(0, len(queries), _QUERY_CHUNK):
         chunk = queries[start : start + _QUERY_CHUNK]
         own = np.arange(start, start + len(chunk))
         if settings.top_k is None:
-            distances, indices = retriever.radius_neighbors(chunk, radius=settings.max_distance)
+            distances, indices = retriever.radius_neighbors(chunk, radius=settings.max_distance, subset=subset)
             lengths = np.fromiter((len(row) for row in indices), dtype=np.int64, count=len(indices))
             query = np.repeat(own, lengths)
             found = np.concatenate(list(indices)) if len(indices) else np.empty(0, np.int64)
             distance = np.concatenate(list(distances)) if len(distances) else np.empty(0)
         else:
             # One more than asked when the query is itself in the gallery.
-            k = min(settings.top_k + leave_out_self, retriever.n_samples_fit_)
-            distances, indices = retriever.kneighbors(chunk, n_neighbors=k)
+            k = min(settings.top_k + leave_out_self, retriever.n_samples_fit_ if subset is None else len(subset))
+            distances, indices = retriever.kneighbors(chunk, n_neighbors=k, subset=subset)
             query, found, distance = np.repeat(own, k), indices.ravel(), distances.ravel()
             if settings.max_distance is not None:
                 keep = distance <= settings.max_distance
@@ -314,7 +314,7 @@ def _search_pairs(codes, mirror_codes, reference_codes, settings, *, algorithm, 
     return np.column_stack([first[order], second[order]]), dists[order]
 
 
-def find_duplicates_in(retriever, max_distance, *, top_k=None):
+def find_duplicates_in(retriever, max_distance, *, top_k=None, subset=None):
     """Groups of near-duplicates among the gallery of a fitted retriever, found with its own search.
 
     Each gallery row is a query, a chunk at a time, against the whole
@@ -330,11 +330,14 @@ def find_duplicates_in(retriever, max_distance, *, top_k=None):
         Pairs at this distance or closer are duplicates, in its metric.
     top_k : int, default=None
         Keep at most each image's ``top_k`` nearest duplicates.
+    subset : array-like of int, default=None
+        Only these gallery rows take part (sorted row numbers), filtered
+        inside each search.
 
     Returns
     -------
     duplicates : Duplicates
-        Items are gallery row numbers.
+        Items are gallery row numbers (with ``subset``, positions in it).
 
     Examples
     --------
@@ -348,14 +351,16 @@ def find_duplicates_in(retriever, max_distance, *, top_k=None):
     if not isinstance(max_distance, numbers.Real) or isinstance(max_distance, bool) or not 0 <= max_distance < np.inf:
         raise ValueError(f"max_distance must be a finite number of at least 0, got {max_distance!r}.")
     settings = DuplicateSettings("precomputed", retriever.metric, float(max_distance), top_k, 8)
-    n_items = retriever.n_samples_fit_
+    members = np.arange(retriever.n_samples_fit_) if subset is None else np.unique(np.asarray(subset, np.int64))
+    n_items = len(members)
     rows, cols, dists = [], [], []
     for start in range(0, n_items, _QUERY_CHUNK):
         items = np.arange(start, min(start + _QUERY_CHUNK, n_items))
         query, found, distance = _neighbour_edges(
-            retriever, retriever.gallery_rows(items), settings, leave_out_self=False
-        )
-        query = items[query]
+            retriever, retriever.gallery_rows(members[items]), settings, leave_out_self=False,
+            subset=None if subset is None else members,
+        )  # fmt: skip
+        query, found = items[query], np.searchsorted(members, found)
         keep = found != query
         rows.append(query[keep]), cols.append(found[keep]), dists.append(distance[keep])
     rows, cols, dists = (np.concatenate(part) if part else np.empty(0) for part in (rows, cols, dists))

@@ -15,7 +15,6 @@ from sklearn.utils import check_random_state
 
 from ..pipeline import _is_fitted
 from ._image_index import ImageIndex, _check_inputs, load_index
-from ._records import file_stats
 from ._streaming import Appender
 
 if TYPE_CHECKING:
@@ -34,6 +33,7 @@ def build_index(
     class_names: Sequence[str] | None = None,
     root: StrPath | None = None,
     settings: dict[str, Any] | None = None,
+    metadata: Any = None,
     chunk_size: int = 256,
     fit_sample: int | None = None,
     random_state: RandomState = None,
@@ -48,6 +48,9 @@ def build_index(
     Each chunk of ``chunk_size`` files is decoded, embedded and added to the
     search index (``partial_fit``), so memory follows the chunk and the index,
     never the number of files. Unreadable files are skipped with a warning.
+    Each file's metadata (size, time, width, height, EXIF date taken and
+    camera, a digest of its content) is read from its header in the same
+    pass, and each image gets an id (see :class:`ImageIndex`).
     Steps before the retriever that are not fitted are fitted first: on a
     few images when their fit learns only the images' shape
     (``ImagePreprocessor``, ``PretrainedCNNEmbedder``), on a random sample
@@ -73,6 +76,10 @@ def build_index(
     settings : dict, default=None
         How the index is built, recorded; a checkpoint resumes only a run
         with the same settings.
+    metadata : str, path-like, pandas.DataFrame or dict, default=None
+        Columns of your own, joined by path once the files are indexed
+        (see :meth:`ImageIndex.join_metadata`): a CSV file, a DataFrame or a
+        dict of columns, each with a ``path`` column.
     chunk_size : int, default=256
         Files decoded and embedded at a time.
     fit_sample : int, default=None
@@ -122,6 +129,7 @@ def build_index(
     (5, 5)
     """
     paths, labels = _check_inputs(paths, labels, class_names)
+    joined = None if metadata is None else ImageIndex.read_metadata(metadata, root)
     settings = dict(settings or {})
     if checkpoint is not None and Path(checkpoint).exists():
         resumed = _resume(checkpoint, settings, root, trusted, client)
@@ -130,6 +138,7 @@ def build_index(
                 paths,
                 labels,
                 class_names,
+                metadata=metadata,
                 chunk_size=chunk_size,
                 client=client,
                 checkpoint=checkpoint,
@@ -150,15 +159,15 @@ def build_index(
     _prepare_retriever(pipeline[-1], len(paths))
     index = ImageIndex(pipeline, [], root=root, class_names=class_names, settings=settings)
     index.labels = None if labels is None else np.empty(0, dtype=np.int64)
-    skipped = Appender(index, checkpoint, progress).add(
-        paths, labels, file_stats(paths), chunk_size=chunk_size, client=client
-    )
+    skipped = Appender(index, checkpoint, progress).add(paths, labels, chunk_size=chunk_size, client=client)
     if skipped:
         listed = "; ".join(f"{path} ({reason})" for path, reason in skipped[:10])
         more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
         warnings.warn(f"Skipped {len(skipped)} unreadable image file(s): {listed}{more}", UserWarning, stacklevel=2)
-    if not index.paths:
+    if not len(index):
         raise ValueError(f"None of the {len(paths)} files could be read as an image; nothing was indexed.")
+    if joined is not None:
+        index._join(joined)
     return index
 
 
