@@ -343,7 +343,8 @@ def read_image_input(estimator, X, *, reset, image_shape=None):
         raise TypeError(
             f"Expected a sequence of images, got a single {type(X).__name__}. Wrap it in a list: transform([image])."
         )
-    if isinstance(X, (list, tuple)) or _is_sequence_of_objects(X):
+    # Any sequence that is not an array (a list, a tuple, an index's column of paths) holds items.
+    if (isinstance(X, Sequence) and not isinstance(X, (bytes, bytearray))) or _is_sequence_of_objects(X):
         items = list(X)
         if not items:
             raise ValueError("No images given: X is empty. Pass at least one image.")

@@ -612,9 +612,9 @@ def test_a_file_name_with_a_newline_is_one_line_of_the_query_table(photos, tmp_p
     status, out, _ = main("query", index, folder / "rings\n1.jpg", "-k", 2)
     assert status == 0
     lines = out.splitlines()
-    assert len(lines) == 3  # the query and its 2 answers (5 lines when names broke the table)
+    assert len(lines) == 4  # the query, the header and its 2 answers (6 lines when names broke the table)
     shown = shown_path(folder / "rings\n1.jpg")
-    assert lines[0] == f"query: {shown}" and lines[1].endswith(f"  {shown}")
+    assert lines[0] == f"query: {shown}" and lines[2].endswith(f"  {shown}")
 
 
 def test_a_file_name_with_a_newline_is_one_line_of_dedupe_groups(copies, tmp_path):
@@ -666,3 +666,42 @@ def test_dedupe_of_a_sharded_index_finds_pairs_across_shards(copies, tmp_path):
         ([copies], "give one or the other"),
     ):
         assert message in run("dedupe", "--index", index, *args, check_status=2).stderr
+
+
+def test_metadata_joined_filtered_and_written(photos, tmp_path):
+    table = tmp_path / "photos.csv"
+    table.write_text("path,stars,shot\nrings/rings0.png,5,2023-06-01\nstripes/stripes1.jpg,2,2021-01-05\n"
+                     "rings/rings2.png,4,2023-07-09\nstripes/stripes3.jpg,4,2022-03-01\n")  # fmt: skip
+    index = tmp_path / "photos.idx"
+    status, _, err = main("index", photos, "-o", index, "--embedder", "pca", "--size", 16, 16, "--metadata", table)
+    assert status == 0, err
+    query = photos / "rings" / "rings0.png"
+    status, out, err = main("query", index, query, "-k", 5, "--where", "shot >= '2022-01-01' and stars > 3",
+                            "--csv", tmp_path / "answers.csv", "--json")  # fmt: skip
+    assert status == 0, err
+    answers = json.loads(out)[0]["neighbors"]
+    # 5 asked, 3 match: every match, and nothing else
+    assert sorted(a["path"] for a in answers) == sorted(
+        str(photos / p) for p in ("rings/rings0.png", "rings/rings2.png", "stripes/stripes3.jpg")
+    )
+    assert answers[0]["path"] == str(query) and answers[0]["stars"] == 5 and answers[0]["shot"].startswith("2023-06-01")
+    assert {"id", "folder", "width", "height", "file_size", "modified", "label"} <= set(answers[0])
+    rows = (tmp_path / "answers.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 and rows[0].startswith("query,rank,distance,id,path,folder")
+    status, out, _ = main("query", index, query, "-k", 2, "--where", "label == 'stripes'", "--columns", "stars,width")
+    assert status == 0 and out.splitlines()[1].split() == ["rank", "distance", "id", "stars", "width", "path"]
+    assert all("stripes" in line.split()[-1] for line in out.splitlines()[2:])
+    for args, message in (
+        (["--where", "__import__('os').system('true')"], "function calls are not allowed"),
+        (["--where", "colour == 'red'"], "colour"),
+        (["--where", "folder == 'nowhere'"], "no indexed image matches"),
+        (["--columns", "colour"], "no column colour"),
+    ):
+        status, _, err = main("query", index, query, *args)
+        assert status == 2 and message in err, err
+    # dedupe takes the same filters, on a folder (read from headers) and on an index
+    status, _, err = main("dedupe", photos, "--method", "phash", "--where", "label == 'rings'")
+    assert status == 0 and "--where selects 6 images of 12" in err
+    status, out, err = main("dedupe", "--index", index, "--max-distance", "2", "--where", "stars >= 4")
+    assert status == 0, err
+    assert "of 3 images" in out.splitlines()[0]

@@ -63,6 +63,12 @@ def add_parser(commands, formatter):
         "--top-k", type=positive_int, metavar="K", help="keep at most each image's K nearest duplicates"
     )
     parser.add_argument("--robust", action="store_true", help="also find mirrored (horizontally flipped) copies")
+    parser.add_argument(
+        "--where",
+        metavar="EXPR",
+        help='only images whose metadata match take part, e.g. "folder == \'shoot-2023\'" or "taken >= '
+        "'2023-01-01'\" (the columns of query --where, read from the files' headers)",
+    )
     parser.add_argument("--csv", metavar="FILE", help="write the pairs: group, first, second, distance")
     parser.add_argument("--json", metavar="FILE", help="write the groups, the pairs and each image's duplicates")
     parser.add_argument("--plot", metavar="PNG", help="save a picture of the groups, one group per row")
@@ -197,7 +203,16 @@ def run(args):
     if args.reference and not Path(args.reference).is_dir():
         raise UsageError(f"{args.reference} is not a folder")
     _check_outputs(args)
-    paths, _, _ = list_folder(args.folder)
+    paths, labels, class_names = list_folder(args.folder)
+    if args.where:
+        from ..indexing import select_files
+
+        try:
+            chosen = select_files(paths, args.where, root=args.folder, labels=labels, class_names=class_names)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise UsageError(f"--where {args.where}: {exc}") from None
+        paths = [path for path, keep in zip(paths, chosen) if keep]
+        print(f"--where selects {len(paths)} images of {len(chosen)}", file=sys.stderr)
     reference = list_folder(args.reference)[0] if args.reference else None
     found = find_duplicates(
         paths,
@@ -242,7 +257,12 @@ def _run_on_index(args):
             _check_outputs(args)
         else:
             args.outputs.check(_outputs_of(args), reads=index.paths, figures=[args.plot])
-        found = index.find_duplicates(max_distance, top_k=args.top_k)
+        try:
+            found = index.find_duplicates(max_distance, top_k=args.top_k, where=args.where)
+        except (ValueError, TypeError, KeyError) as exc:
+            if args.where is None:
+                raise
+            raise UsageError(f"--where {args.where}: {exc}") from None
     _report(found, args)
 
 

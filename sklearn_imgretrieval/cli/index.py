@@ -48,6 +48,13 @@ def add_parser(commands, formatter):
     )
     parser.add_argument("--metric", help="distance between embeddings. Default: cosine")
     parser.add_argument(
+        "--metadata",
+        metavar="CSV",
+        help="join your own columns by path from this CSV (a header row with a 'path' column, paths absolute or "
+        "relative to FOLDER); numbers, true/false and ISO dates keep their types. Filter on them with "
+        "query --where",
+    )
+    parser.add_argument(
         "--algorithm",
         choices=_ALGORITHMS,
         help="search structure: exact (auto, flat) or approximate (ivf, hnsw, ivfpq; see the docs' "
@@ -138,6 +145,20 @@ def _new_pipeline(settings, n_images, fit_sample, chunk_size):
     )
 
 
+def _read_metadata(path, folder):
+    """The --metadata CSV, read and checked before any image is: a bad file is one line, nothing lost."""
+    if path is None:
+        return None
+    from ..indexing import ImageIndex
+
+    if not Path(path).is_file():
+        raise UsageError(f"--metadata {path}: no such file")
+    try:
+        return ImageIndex.read_metadata(path, folder)
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--metadata {path}: {exc}") from None
+
+
 def run(args):
     from ..indexing import build_index, dask_client, load_index
     from ..persistence import delete_saved
@@ -145,7 +166,10 @@ def run(args):
     output = Path(args.output)
     checkpoint = output.with_name(output.name + ".partial")
     # The index --update reads is the one it replaces, atomically: that output may name an input.
-    args.outputs.check([("-o", output), ("-o", checkpoint)], scans=[args.folder])
+    args.outputs.check(
+        [("-o", output), ("-o", checkpoint)], reads=[args.metadata] if args.metadata else [], scans=[args.folder]
+    )
+    _read_metadata(args.metadata, args.folder)  # checked before any image is read
     paths, labels, class_names = list_folder(args.folder, verify=False)
     with dask_client(args.scheduler, args.workers) as client:
         stored, index = None, None
@@ -174,7 +198,7 @@ def run(args):
                 if args.update:
                     changes = index.update(
                         paths, labels, class_names, chunk_size=args.chunk_size, client=client, checkpoint=checkpoint,
-                        progress=bars,
+                        progress=bars, metadata=args.metadata,
                     )  # fmt: skip
                 else:
                     pipeline = _new_pipeline(settings, len(paths), args.fit_sample, args.chunk_size)
@@ -182,6 +206,7 @@ def run(args):
                         paths, pipeline, labels=labels, class_names=class_names, root=args.folder,
                         settings=settings, chunk_size=args.chunk_size, fit_sample=args.fit_sample, random_state=0,
                         client=client, checkpoint=checkpoint, progress=bars, shards=settings["shards"],
+                        metadata=args.metadata,
                     )  # fmt: skip
         except KeyboardInterrupt:
             if checkpoint.exists():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numbers
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -388,7 +389,7 @@ def _components(pairs, n_items):
 
 def _item_names(X, n):
     """Paths as strings when X holds paths, else positions."""
-    if isinstance(X, (list, tuple)) or getattr(X, "ndim", None) == 1:
+    if (isinstance(X, Sequence) and not isinstance(X, (str, bytes))) or getattr(X, "ndim", None) == 1:
         items = list(X)
         if items and all(_image_io.is_path(item) for item in items):
             return np.array([os.fspath(item) for item in items], dtype=object)

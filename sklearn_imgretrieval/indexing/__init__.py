@@ -15,6 +15,6 @@ recorded of each file), ``_streaming`` (chunks decoded, embedded and added),
 """
 
 from ._build import build_index, dask_client
-from ._image_index import ImageIndex, IndexChanges, load_index
+from ._image_index import ImageIndex, IndexChanges, load_index, select_files
 
-__all__ = ["ImageIndex", "IndexChanges", "build_index", "dask_client", "load_index"]
+__all__ = ["ImageIndex", "IndexChanges", "build_index", "dask_client", "load_index", "select_files"]

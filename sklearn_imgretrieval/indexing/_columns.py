@@ -79,6 +79,16 @@ class StringColumn(Sequence):
         shown = ", ".join(repr(text) for text in self[:3]) if len(self) else ""
         return f"StringColumn([{shown}{', ...' if len(self) > 3 else ''}], {len(self)} strings)"
 
+    def __eq__(self, other):
+        """Equal to a list, tuple or string column of the same strings in the same order, as a list is."""
+        if isinstance(other, StringColumn):
+            return np.array_equal(self.offsets, other.offsets) and np.array_equal(self.data, other.data)
+        if isinstance(other, (list, tuple)):
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # mutable-looking and compared by value, as a list
+
     def tolist(self):
         return list(self)
 

@@ -922,3 +922,45 @@ class IndexChanges:
         if self.skipped:
             parts.append(f"{len(self.skipped)} unreadable skipped")
         return ", ".join(parts)
+
+
+def select_files(
+    paths: Sequence[StrPath],
+    where: str,
+    *,
+    root: StrPath | None = None,
+    labels: ArrayLike | None = None,
+    class_names: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Which of ``paths`` a filter expression selects, from the metadata an index would record for them.
+
+    The same columns and the same expression language as ``ImageIndex``'s
+    ``where=`` (``id`` apart), read from the files' headers, never their
+    pixels: for work on a folder that is not indexed, such as
+    ``imgretrieval dedupe FOLDER --where ...``.
+
+    Parameters
+    ----------
+    paths : list of str or path-like
+        Image files.
+    where : str
+        A filter expression.
+    root : str or path-like, default=None
+        The folder ``folder`` is relative to.
+    labels : array-like of int, default=None
+        Class of each file, an index into ``class_names``: the ``label`` column.
+    class_names : list of str, default=None
+        Names of the classes.
+
+    Returns
+    -------
+    mask : ndarray of bool of shape (len(paths),)
+    """
+    paths = check_path_list(paths)
+    root = None if root is None else os.path.abspath(root)
+    columns = {"path": path_column(paths), "folder": folder_column(paths, root), **record_files_of(paths).columns}
+    if labels is not None:
+        columns["label"] = CategoryColumn(np.asarray(labels), [str(name) for name in class_names or []])
+    columns = {name: column for name, column in columns.items() if name not in ImageIndex._HIDDEN}
+    expression = parse_filter(where, {name: kind_of(column) for name, column in columns.items()})
+    return expression.evaluate(columns.__getitem__, len(paths))
