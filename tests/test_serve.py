@@ -35,6 +35,9 @@ from sklearn_imgretrieval.serve._searcher import ServerStopping
 LOCAL = "http://127.0.0.1"
 
 
+CANNOT_BE_SHOWN = "This image cannot be shown."
+
+
 def _jpeg(image, quality=90):
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG", quality=quality)
@@ -120,7 +123,9 @@ def test_search_by_id_leaves_the_image_out(client, collection):
     _, paths, _ = collection
     answer = client.get("/api/images/14/neighbors?k=4").json()
     thumbnail = "/api/images/14/thumbnail"
-    assert answer["query"] == {"id": 14, "path": paths[14], "label": "distractors", "thumbnail": thumbnail}
+    shown = {name: answer["query"][name] for name in ("id", "path", "label", "thumbnail")}
+    assert shown == {"id": 14, "path": paths[14], "label": "distractors", "thumbnail": thumbnail}
+    assert answer["query"]["folder"] == "distractors" and answer["query"]["width"] > 0  # the metadata too
     ids = [n["id"] for n in answer["neighbors"]]
     assert len(ids) == 4 and 14 not in ids
     # The same answer as the library gives, from the stored embeddings.
@@ -133,10 +138,10 @@ def test_search_by_id_leaves_the_image_out(client, collection):
 
 @pytest.mark.parametrize("image_id", [21, 22, 10**30])
 def test_an_id_not_in_the_index_gets_404(client, image_id):
-    for suffix in ("neighbors", "thumbnail"):
-        response = client.get(f"/api/images/{image_id}/{suffix}")
-        assert response.status_code == 404
-        assert response.json()["error"] == f"No image {image_id} in the index: ids go from 0 to 20."
+    response = client.get(f"/api/images/{image_id}/neighbors")
+    assert response.status_code == 404 and response.json()["error"] == f"No image {image_id} in the index."
+    response = client.get(f"/api/images/{image_id}/thumbnail")
+    assert response.status_code == 404 and response.json()["error"] == CANNOT_BE_SHOWN
 
 
 # --------------------------------------------------------------- thumbnails
@@ -209,8 +214,68 @@ def test_thumbnail_of_a_file_gone_since_indexing_gets_404(collection, tmp_path):
     with TestClient(create_app(index), base_url=LOCAL) as client:
         assert client.get("/api/images/0/thumbnail").status_code == 200
         response = client.get("/api/images/1/thumbnail")
-    assert response.status_code == 404
-    assert f"Image 1 is in the index, but its file {gone} cannot be read now" in response.json()["error"]
+    assert response.status_code == 404 and response.json() == {"error": CANNOT_BE_SHOWN}
+
+
+def test_an_index_from_someone_else_cannot_show_any_file_of_this_machine(tmp_path):
+    """Thumbnails only of files whose content is what was indexed; one answer for every other."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name, colour in (("shown.png", "red"), ("changed.png", "blue"), ("private.png", "green")):
+        Image.new("RGB", (40, 30), colour).save(mine / name)
+    (mine / "notes.png").write_text("a file named like an image")
+    # The other person's index names files at the same paths, but indexed their own files there: a
+    # different image at private.png, and files that do not exist here.
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    Image.new("RGB", (40, 30), "yellow").save(theirs / "private.png")
+    pipe = make_retrieval_pipeline(ImagePreprocessor(size=(8, 8)), NearestImageRetriever(n_neighbors=1))
+    index = ImageIndex(pipe.fit([mine / "shown.png", mine / "changed.png"]), [mine / "shown.png", mine / "changed.png"])
+    foreign = ImageIndex(pipe.fit([theirs / "private.png"]), [theirs / "private.png"])
+    foreign._table["path"] = type(foreign.paths).from_strings([str(mine / "private.png")])  # as a crafted file says
+    Image.new("RGB", (40, 30), "white").save(mine / "changed.png")  # changed since it was indexed
+    answers = []
+    with TestClient(create_app(index), base_url=LOCAL) as client:
+        assert client.get("/api/images/0/thumbnail").status_code == 200
+        answers += [client.get(f"/api/images/{i}/thumbnail") for i in (1, 2, 99)]  # changed, no such ids
+    with TestClient(create_app(foreign), base_url=LOCAL) as client:
+        answers.append(client.get("/api/images/0/thumbnail"))  # a private file of this machine: never shown
+    without_digests = ImageIndex(pipe.fit([mine / "shown.png"]), [mine / "shown.png"], record_files=False)
+    with TestClient(create_app(without_digests), base_url=LOCAL) as client:
+        answers.append(client.get("/api/images/0/thumbnail"))  # nothing recorded to compare with
+    assert [(a.status_code, a.content) for a in answers] == [(404, answers[0].content)] * len(answers)
+    assert answers[0].json() == {"error": CANNOT_BE_SHOWN}
+
+
+def test_filters_in_every_search_and_hostile_ones_get_400(client, collection):
+    _, paths, _ = collection
+    with open(paths[3], "rb") as file:
+        data = file.read()
+    answer = client.post("/api/search?k=5&where=label%20%3D%3D%20'distractors'", files={"image": ("q.jpg", data)})
+    assert answer.status_code == 200 and [n["label"] for n in answer.json()["neighbors"]] == ["distractors"] * 5
+    answer = client.get("/api/images/3/neighbors", params={"k": 30, "where": "folder == 'photos' and width > 0"})
+    found = answer.json()["neighbors"]
+    assert len(found) == 12 and all(n["folder"] == "photos" for n in found)  # the 13 photos but itself
+    groups = client.get("/api/duplicates", params={"max_distance": 2, "where": "folder == 'photos'"}).json()
+    assert groups["where"] == "folder == 'photos'" and all(
+        member["folder"] == "photos" for group in groups["groups"] for member in group
+    )
+    for hostile in (
+        "__import__('os').system('touch /tmp/owned')",
+        "label.__class__",
+        "(lambda: 1)()",
+        "[x for x in ()]",
+        "colour == 'red'",
+        "(" * 500 + "width > 1" + ")" * 500,
+        " or ".join(["width > 9"] * 600),
+    ):
+        for response in (
+            client.get("/api/images/3/neighbors", params={"where": hostile}),
+            client.post("/api/search", params={"where": hostile}, files={"image": ("q.jpg", data)}),
+            client.get("/api/duplicates", params={"max_distance": 0.1, "where": hostile}),
+        ):
+            assert response.status_code == 400, (hostile[:40], response.text)
+            assert response.json()["error"].startswith("where is not a filter this index can use")
 
 
 # ------------------------------------------------------------- bad uploads

@@ -20,7 +20,6 @@ from importlib import resources
 
 import anyio
 import numpy as np
-from PIL import Image
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -166,8 +165,19 @@ def create_app(
     def requested_id(request):
         image_id = request.path_params["image_id"]
         if not searcher.has_id(image_id):
-            raise HTTPException(404, f"No image {image_id} in the index: ids go from 0 to {len(index) - 1}.")
+            raise HTTPException(404, f"No image {image_id} in the index.")
         return image_id
+
+    def requested_filter(request):
+        """?where=: a filter expression over the metadata, parsed (never evaluated as code); 400 if not one."""
+        where = request.query_params.get("where")
+        if where is None or not where.strip():
+            return None
+        try:
+            searcher.select(where)  # checked here, before an upload is read
+        except (ValueError, TypeError, KeyError) as exc:
+            raise HTTPException(400, f"where is not a filter this index can use: {exc}") from None
+        return where
 
     def answer(query, neighbours):
         return JSONResponse({"query": query, "k": len(neighbours), "neighbors": neighbours})
@@ -204,8 +214,8 @@ def create_app(
         return JSONResponse(searcher.statistics())
 
     async def search(request):
-        """Search by image: POST a file in the multipart field `image`; ?k= neighbours (default 10)."""
-        k = requested_k(request)
+        """Search by image: POST a file in the multipart field `image`; ?k= neighbours (default 10), ?where= filter."""
+        k, where = requested_k(request), requested_filter(request)
         if searcher.warm_up_error:
             raise HTTPException(500, f"The network failed to start: {searcher.warm_up_error}")
         if not searcher.ready:
@@ -217,13 +227,13 @@ def create_app(
             )
         data, filename = await read_uploaded_file(request, max_upload_bytes)
         image = await in_thread(searcher.open_upload, data)
-        neighbours = await in_thread(searcher.search_image, image, k)
+        neighbours = await in_thread(searcher.search_image, image, k, where)
         return answer({"filename": filename, "width": image.width, "height": image.height}, neighbours)
 
     async def neighbours_of(request):
-        """Neighbours of an indexed image, by id, from its stored embedding; ?k= neighbours."""
-        image_id, k = requested_id(request), requested_k(request)
-        neighbours = await in_thread(searcher.search_id, image_id, k)
+        """Neighbours of an indexed image, by id, from its stored embedding; ?k= neighbours, ?where= filter."""
+        image_id, k, where = requested_id(request), requested_k(request), requested_filter(request)
+        neighbours = await in_thread(searcher.search_id, image_id, k, where)
         return answer(searcher.describe(image_id), neighbours)
 
     def requested_max_distance(request):
@@ -252,21 +262,22 @@ def create_app(
         return value
 
     async def duplicates(request):
-        """Groups of near-duplicate indexed images: ?max_distance= (default 0.15 for Lite0 indexes), ?k= per image."""
+        """Groups of near-duplicate indexed images: ?max_distance= (default 0.15 for Lite0 indexes), ?k= per image,
+        ?where= filter."""
         max_distance = requested_max_distance(request)
         top_k = requested_k(request) if "k" in request.query_params else None
-        groups = await in_thread(searcher.duplicate_groups, max_distance, top_k)
-        return JSONResponse({"max_distance": max_distance, "k": top_k, "groups": groups})
+        where = requested_filter(request)
+        groups = await in_thread(searcher.duplicate_groups, max_distance, top_k, where)
+        return JSONResponse({"max_distance": max_distance, "k": top_k, "where": where, "groups": groups})
 
     async def thumbnail(request):
         """A small JPEG of an indexed image, by id (made once, then kept in memory)."""
-        image_id = requested_id(request)
-        try:
-            data = await in_thread(searcher.thumbnail, image_id)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # moved, deleted, damaged
-            raise HTTPException(
-                404, f"Image {image_id} is in the index, but its file {index.paths[image_id]} cannot be read now: {exc}"
-            ) from None
+        image_id = request.path_params["image_id"]
+        data = await in_thread(searcher.thumbnail, image_id) if searcher.has_id(image_id) else None
+        if data is None:
+            # One answer whatever the reason (no such id, a file missing, changed since indexing, not an
+            # image, recorded by an index without digests): it tells nothing about the files of this machine.
+            raise HTTPException(404, "This image cannot be shown.")
         headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
         return Response(data, media_type="image/jpeg", headers=headers)
 

@@ -8,6 +8,7 @@ pass over every core, so two at once only compete) and the search (a
 binary IVF index sets ``nprobe`` on itself before each search).
 """
 
+import contextlib
 import functools
 import io
 import threading
@@ -207,25 +208,36 @@ class IndexSearcher:
                 rows = step.transform(rows)
         return rows
 
-    def _neighbours(self, distances, indices):
-        return [self.describe(int(i), distance=float(d)) for d, i in zip(distances[0], indices[0])]
+    def _neighbours(self, distances, ids):
+        return [self.describe(int(i), distance=float(d)) for d, i in zip(distances[0], ids[0])]
 
-    def search_image(self, image, k):
-        """The ``k`` nearest indexed images of a PIL image (at most the index's size)."""
+    def select(self, where):
+        """The rows a filter expression selects (None for all); a ValueError names what is wrong."""
+        return None if where is None else self.index.select(where)
+
+    def search_image(self, image, k, where=None):
+        """The ``k`` nearest indexed images of a PIL image (at most as many as match ``where``)."""
+        subset = self.select(where)
         embedding = self._embed(image)
-        with self._search_lock:
-            distances, indices = self._retriever.kneighbors(embedding, n_neighbors=min(k, len(self.index)))
-        return self._neighbours(distances, indices)
-
-    def search_id(self, image_id, k):
-        """The ``k`` nearest other indexed images of indexed image ``image_id``, from its
-        stored embedding (nothing decoded)."""
-        k = min(k, len(self.index) - 1)
+        k = min(k, len(self.index) if subset is None else int(subset.sum()))
         if k < 1:
             return []
         with self._search_lock:
-            distances, indices = self.index.kneighbors_of([image_id], n_neighbors=k)
-        return self._neighbours(distances, indices)
+            distances, rows = self._retriever.kneighbors(embedding, n_neighbors=k, subset=subset)
+        return self._neighbours(distances, self.index.ids[rows])
+
+    def search_id(self, image_id, k, where=None):
+        """The ``k`` nearest other indexed images of indexed image ``image_id``, from its
+        stored embedding (nothing decoded)."""
+        subset = self.select(where)
+        row = int(self.index.rows_of([image_id])[0])
+        n_candidates = len(self.index) if subset is None else int(subset.sum())
+        k = min(k, n_candidates - (subset is None or bool(subset[row])))
+        if k < 1:
+            return []
+        with self._search_lock:
+            distances, ids = self.index.kneighbors_of([image_id], n_neighbors=k, where=subset)
+        return self._neighbours(distances, ids)
 
     def max_distance_range(self):
         """``(largest, unit)`` of a duplicate search's ``max_distance`` in the index's metric."""
@@ -247,51 +259,59 @@ class IndexSearcher:
         calibrated = all(params.get(name, "unset") == value for name, value in _LITE0_DEFAULTS.items())
         return LITE0_COSINE_MAX_DISTANCE if calibrated else None
 
-    def _duplicate_groups(self, max_distance, top_k):
+    def _duplicate_groups(self, max_distance, top_k, where=None):
         """Groups of near-duplicate indexed images, each a list of image
         descriptions with the distance to the group's nearest other member."""
         # Reads the stored rows only (no search settings), so searches go on meanwhile.
-        found = self.index.find_duplicates(max_distance, top_k=top_k)
+        subset = self.select(where)
+        found = self.index.find_duplicates(max_distance, top_k=top_k, where=subset)
+        rows = np.arange(len(self.index)) if subset is None else np.flatnonzero(subset)
+        ids = self.index.ids[rows]  # found's items are positions among the rows taking part
         nearest = {}
         for (first, second), distance in zip(found.pairs.tolist(), found.distances.tolist()):
             for item in (first, second):
                 nearest[item] = min(nearest.get(item, np.inf), distance)
-        return [[self.describe(int(item), distance=nearest[int(item)]) for item in group] for group in found.groups]
+        return [
+            [self.describe(int(ids[item]), distance=nearest[int(item)]) for item in group] for group in found.groups
+        ]
 
     # ------------------------------------------------------------ images
     def has_id(self, image_id):
-        return 0 <= image_id < len(self.index)
-
-    def label(self, image_id):
-        """The class name (or number) of an indexed image; None for an unlabelled index."""
-        labels = self.index.labels
-        if labels is None:
-            return None
-        value = labels[image_id]
-        names = self.index.class_names
-        if names and 0 <= int(value) < len(names):
-            return names[int(value)] or None  # "": the images at the folder's top, in no subfolder
-        return value.item() if isinstance(value, np.generic) else value
+        try:
+            self.index.rows_of([image_id])
+        except (ValueError, TypeError):
+            return False
+        return True
 
     def describe(self, image_id, **extra):
-        """What the API says about one indexed image."""
-        return {
-            "id": image_id,
-            "path": self.index.paths[image_id],
-            "label": self.label(image_id),
-            **extra,
-            "thumbnail": f"/api/images/{image_id}/thumbnail",
-        }
+        """What the API says about one indexed image: its id, metadata (dates as ISO text), extras."""
+        (record,) = self.index.metadata([image_id])
+        if record.get("label") == "":
+            record["label"] = None  # the images at the folder's top, in no subfolder
+        record = {name: value.isoformat() if hasattr(value, "isoformat") else value for name, value in record.items()}
+        return {**record, **extra, "thumbnail": f"/api/images/{image_id}/thumbnail"}
 
     def _make_thumbnail(self, image_id):
-        """A small JPEG of indexed image ``image_id`` (its path comes from the index only)."""
-        with Image.open(self.index.paths[image_id]) as image:
-            size = (self.thumbnail_size, self.thumbnail_size)
-            image.draft("RGB", size)  # JPEG: decode at 1/2 to 1/8 scale when that is enough
-            upright = ImageOps.exif_transpose(image)
-            upright.thumbnail(size)
-            buffer = io.BytesIO()
-            upright.convert("RGB").save(buffer, format="JPEG", quality=80)
+        """A small JPEG of indexed image ``image_id``, or None when it cannot be shown.
+
+        Only a file whose content still has the digest recorded when it was
+        indexed is opened (``ImageIndex.open_file``): an index from someone
+        else cannot name a file of this machine and have it shown, since it
+        cannot know that file's content. Every failure is the same None.
+        """
+        try:
+            with self.index.open_file(image_id) or contextlib.nullcontext() as file:
+                if file is None:
+                    return None
+                with Image.open(file) as image:
+                    size = (self.thumbnail_size, self.thumbnail_size)
+                    image.draft("RGB", size)  # JPEG: decode at 1/2 to 1/8 scale when that is enough
+                    upright = ImageOps.exif_transpose(image)
+                    upright.thumbnail(size)
+                    buffer = io.BytesIO()
+                    upright.convert("RGB").save(buffer, format="JPEG", quality=80)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # damaged since indexing
+            return None
         return buffer.getvalue()
 
     # -------------------------------------------------------- statistics
