@@ -140,6 +140,39 @@ def test_upload_finds_the_original_and_a_neighbour_searches_from_itself(server, 
     assert errors == []
 
 
+def test_filters_narrow_the_answers_and_live_in_the_address(server, browser):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server)
+    page.get_by_text("Ready: drop, paste or choose an image.").wait_for()
+    page.fill("#f-folder", "distractors")
+    page.click("#filters button[type=submit]")
+    _pick(page, "chelsea", "half_size", n_results=8)  # 8 distractors match: all of them, nothing else
+    page.wait_for_function("() => document.querySelectorAll('#results li').length === 8")
+    assert all("distractors" in meta for meta in page.locator("#results .meta").all_inner_texts())
+    assert "matching the filters" in page.locator("#status").inner_text()
+    # a search from an indexed image puts its id and the filter in the address: reloading it gives the same
+    chosen = _names(page)[0].split(". ", 1)[1]
+    page.locator("#results .tile").first.click()
+    page.wait_for_function(f"() => document.querySelector('#query-caption').textContent.includes({chosen!r})")
+    page.wait_for_function("() => document.querySelectorAll('#results li').length === 7")
+    shared = page.url
+    assert "id=" in shared
+    assert "folder=distractors" in shared
+    before = _names(page)
+    other = browser.new_page()
+    other.goto(shared)
+    other.wait_for_function(f"() => document.querySelector('#query-caption').textContent.includes({chosen!r})")
+    other.wait_for_function("() => document.querySelectorAll('#results li').length === 7")
+    assert _names(other) == before and other.input_value("#f-folder") == "distractors"
+    # a condition the server cannot parse is an error message, not a page failure
+    other.fill("#f-where", "__import__('os')")
+    other.click("#filters button[type=submit]")
+    other.locator("#error").get_by_text("function calls are not allowed").wait_for()
+    assert errors == []
+
+
 def test_drop_and_errors(server, browser):
     page = browser.new_page()
     page.goto(server)
@@ -170,13 +203,16 @@ def test_keyboard_only(server, browser):
     page.goto(server)
     page.get_by_text("Ready").wait_for()
     _pick(page, "astronaut", "jpeg_25")
-    # Focus order: the file picker, the k menu, then the neighbours in rank order.
+    # Focus order: the file picker, the k menu, the filters, then the neighbours in rank order.
     page.locator("body").focus()
     visited = []
-    for _ in range(4):
+    while visited.count("tile") < 2 and len(visited) < 30:
         page.keyboard.press("Tab")
-        visited.append(page.evaluate("() => document.activeElement.id || document.activeElement.className"))
-    assert visited == ["file", "k", "tile", "tile"]
+        focused = page.evaluate("() => document.activeElement.id || document.activeElement.className")
+        if not visited or visited[-1] != focused or focused == "tile":  # a date field is 3 stops (d, m, y)
+            visited.append(focused)
+    filters = ["f-folder", "f-label", "f-from", "f-to", "f-where", "button", "f-clear"]
+    assert visited == ["file", "k", *filters, "tile", "tile"]
     # The focused tile shows it: an outline drawn by :focus-visible.
     assert page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle") == "solid"
     # Enter on a tile searches from it, and focus goes to the new results.

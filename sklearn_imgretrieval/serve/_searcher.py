@@ -48,6 +48,9 @@ class ServerStopping(RuntimeError):
     """A search that arrived while the server shuts down."""
 
 
+_FOLDERS_LISTED = 1000  # folder names the page offers in its filter (typing any other works too)
+
+
 def _decoding_failure(exc, image):
     """The reason the preprocessor gave for the one image, without the advice it gives batch users."""
     prefix = f"  {describe(image)}: "
@@ -331,6 +334,8 @@ class IndexSearcher:
             "metric": retriever.metric if isinstance(retriever.metric, str) else repr(retriever.metric),
             "root": index.root,
             "classes": list(index.class_names),
+            "columns": index.column_kinds(),
+            "folders": sorted({str(folder) for folder in index.column("folder")})[:_FOLDERS_LISTED],
             "settings": index.settings,
             "ready": self.ready,
             "warm_up_seconds": self.warm_up_seconds,
