@@ -507,3 +507,18 @@ def test_kneighbors_of_gallery_items_equals_leave_one_out(clustered, algorithm):
         np.testing.assert_array_equal(a, b[items])
     with pytest.raises(ValueError, match=r"in \[0, 1200\)"):
         retriever.kneighbors_of_gallery([1200])
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_filtered_flat_search_in_chunks_of_the_subset_is_exact(metric, monkeypatch):
+    from sklearn_imgretrieval.neighbors import _faiss
+
+    monkeypatch.setattr(_faiss, "_SUBSET_ROWS_PER_SEARCH", 7)  # many chunks, merged
+    rng = np.random.default_rng(0)
+    gallery, queries = rng.normal(size=(300, 6)), rng.normal(size=(20, 6))
+    subset = np.sort(rng.choice(300, 45, replace=False))
+    retriever = NearestImageRetriever(algorithm="flat", metric=metric).fit(gallery)
+    distances, found = retriever.kneighbors(queries, n_neighbors=5, subset=subset)
+    truth_d, truth = NearestNeighbors(n_neighbors=5, metric=metric).fit(gallery[subset]).kneighbors(queries)
+    np.testing.assert_array_equal(found, subset[truth])
+    np.testing.assert_allclose(distances, truth_d, atol=1e-6)
