@@ -1,4 +1,6 @@
-"""Clustering images: which embedding makes KMeans find the classes?
+"""
+Clustering images: which embedding makes KMeans find the classes?
+=================================================================
 
 Five embeddings of scikit-learn's digits (upsampled to 16x16), none of them
 trained on labels: raw pixels, PCA, a conv autoencoder, a

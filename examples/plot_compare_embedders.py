@@ -1,4 +1,6 @@
-"""Retrieval on scikit-learn's digits with each embedder, compared in one table.
+"""
+Retrieval on scikit-learn's digits with each embedder, compared in one table
+============================================================================
 
 Every embedder sits in the same pipeline, ImagePreprocessor -> embedder ->
 NearestImageRetriever, and is scored on the same gallery/query split with

@@ -1,4 +1,6 @@
-"""Tuning an embedding for retrieval with GridSearchCV.
+"""
+Tuning an embedding for retrieval with GridSearchCV
+===================================================
 
 The grid spans the embedder (autoencoder size, PCA as an alternative step)
 and the retriever (metric). ``make_retrieval_scorer`` scores each

@@ -1,4 +1,6 @@
-"""Saving a fitted retrieval pipeline and querying it elsewhere.
+"""
+Saving a fitted retrieval pipeline and querying it elsewhere
+============================================================
 
 A fitted pipeline (preprocessor, conv autoencoder, retriever with its
 gallery) is one object: ``sklearn_imgretrieval.save`` writes it,

@@ -1,4 +1,6 @@
-"""Indexing a folder of photos and plotting the neighbours of a query.
+"""
+Indexing a folder of photos and plotting the neighbours of a query
+==================================================================
 
 Builds a folder of photos from scikit-image's bundled images (several
 crops of each, in one subfolder per photo), lists it with

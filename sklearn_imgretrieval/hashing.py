@@ -302,7 +302,7 @@ class ImageHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
 
     See Also
     --------
-    sklearn_imgretrieval.find_duplicates : Groups of near-duplicate images,
+    sklearn_imgretrieval.duplicates.find_duplicates : Groups of near-duplicate images,
         from these hashes or from CNN embeddings.
     NearestImageRetriever : Search the codes with ``metric="hamming"``.
 

@@ -40,6 +40,10 @@ class RetrievalPipeline(Pipeline):
         Caches fitted transformers, as for ``Pipeline``.
     verbose : bool, default=False
         Print the time each step takes to fit.
+    transform_input : list of str, default=None
+        Metadata parameters to transform with the steps before the one that
+        takes them, as for :class:`sklearn.pipeline.Pipeline` (metadata
+        routing only).
 
     See Also
     --------
@@ -69,39 +73,38 @@ class RetrievalPipeline(Pipeline):
         return X
 
     def partial_fit(self, X: Images, y: ArrayLike | None = None) -> RetrievalPipeline:
-        """Add images to the gallery: embed ``X`` with the steps before the last, then
-            ``partial_fit`` the last.
+        """Add images to the gallery: embed ``X`` with the steps before the last, then ``partial_fit`` the last.
 
-            The steps before the retriever are never refitted, so that every
-            chunk is embedded the same way. An unfitted step is fitted on the
-            first chunk when its fit learns nothing but the images' shape
-            (``ImagePreprocessor``, ``PretrainedCNNEmbedder`` without fine-tuning);
-            a step that learns from its data (PCA, an autoencoder) must be fitted
-            on a sample first: ``pipe[:-1].fit(sample)``.
+        The steps before the retriever are never refitted, so that every
+        chunk is embedded the same way. An unfitted step is fitted on the
+        first chunk when its fit learns nothing but the images' shape
+        (``ImagePreprocessor``, ``PretrainedCNNEmbedder`` without fine-tuning);
+        a step that learns from its data (PCA, an autoencoder) must be fitted
+        on a sample first: ``pipe[:-1].fit(sample)``.
 
-            Parameters
-            ----------
-            X : images or array-like
-                A chunk of images, in the format the first step takes.
-            y : array-like of shape (n_samples,), default=None
-                Their labels, if the gallery has labels.
+        Parameters
+        ----------
+        X : images or array-like
+            A chunk of images, in the format the first step takes.
+        y : array-like of shape (n_samples,), default=None
+            Their labels, if the gallery has labels.
 
-            Returns
-            -------
-            self : RetrievalPipeline
-                The pipeline, with the chunk added to the gallery.
+        Returns
+        -------
+        self : RetrievalPipeline
+            The pipeline, with the chunk added to the gallery.
 
-            Examples
-            --------
-            >>> import numpy as np
-            >>> from sklearn_imgretrieval import ImagePreprocessor, NearestImageRetriever, make_retrieval_pipeline
-            >>> images = np.random.default_rng(0).integers(0, 256, size=(30, 12, 12), dtype=np.uint8)
-            >>> pre = ImagePreprocessor(size=(8, 8), color_mode="grayscale")
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_imgretrieval import ImagePreprocessor, NearestImageRetriever, make_retrieval_pipeline
+        >>> images = np.random.default_rng(0).integers(0, 256, size=(30, 12, 12), dtype=np.uint8)
+        >>> pre = ImagePreprocessor(size=(8, 8), color_mode="grayscale")
         >>> pipe = make_retrieval_pipeline(pre, NearestImageRetriever(n_neighbors=2))
-            >>> for chunk in np.array_split(images, 3):
-            ...     pipe = pipe.partial_fit(chunk)
-            >>> pipe[-1].n_samples_fit_
-            30
+        >>> for chunk in np.array_split(images, 3):
+        ...     pipe = pipe.partial_fit(chunk)
+        >>> pipe[-1].n_samples_fit_
+        30
         """
         Xt = X
         for name, step in self.steps[:-1]:

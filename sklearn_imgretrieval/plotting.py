@@ -663,7 +663,7 @@ def plot_duplicates(
     Parameters
     ----------
     duplicates : Duplicates
-        What :func:`~sklearn_imgretrieval.find_duplicates` returned.
+        What :func:`~sklearn_imgretrieval.duplicates.find_duplicates` returned.
     images : sequence of images, default=None
         The images, indexed like ``duplicates.items``; needed when they are
         not paths (queries, then reference images).

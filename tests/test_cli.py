@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import joblib
@@ -394,6 +395,15 @@ def test_sizes_that_cost_gigabytes_are_announced(capsys):
     assert "PCA index file about 3.0 GB" in warning
     _warn_about_cost(100_000, (64, 64, 1), PCA(64), chunk_size=256)  # memory follows the chunk, not the folder
     assert capsys.readouterr().err == ""
+
+
+def test_warnings_are_printed_but_other_packages_deprecation_notices_are_not(capsys):
+    from sklearn_imgretrieval.cli._common import printed_warnings
+
+    with printed_warnings():
+        warnings.warn("builtin type SwigPyObject has no __module__ attribute", DeprecationWarning, stacklevel=1)
+        warnings.warn("Skipped 1 unreadable image file(s)", UserWarning, stacklevel=1)
+    assert capsys.readouterr().err == "imgretrieval: warning: Skipped 1 unreadable image file(s)\n"
 
 
 def test_query_of_a_pca_index_does_not_import_keras(photos, index_file):

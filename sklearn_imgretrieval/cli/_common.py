@@ -47,6 +47,9 @@ def printed_warnings():
     """Print the library's warnings as one ``imgretrieval: warning:`` line each."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        # other packages' notices to their developers, such as faiss-cpu 1.11's SWIG types
+        # on import, are hidden as Python hides them by default
+        warnings.simplefilter("ignore", DeprecationWarning)
         try:
             yield
         finally:

@@ -187,6 +187,12 @@ def dask_client(
         Seconds to wait for the scheduler before a ``ConnectionError`` that
         names its address.
 
+    Returns
+    -------
+    context : context manager
+        Gives a ``dask.distributed.Client``, or None when neither
+        ``address`` nor ``n_workers`` is given.
+
     Examples
     --------
     Guard a script that starts a local cluster with

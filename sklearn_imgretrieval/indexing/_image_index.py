@@ -245,11 +245,27 @@ class ImageIndex:
         return numpy_values(self._column(name))
 
     def column_kinds(self) -> dict[str, str]:
-        """Each column's kind: "string", "category", "number", "date" or "bool"."""
+        """Each column's kind: "string", "category", "number", "date" or "bool".
+
+        Returns
+        -------
+        kinds : dict of str to str
+            Column name to kind, for every column of :attr:`columns`.
+        """
         return {name: kind_of(self._column(name)) for name in self.columns}
 
     def rows_of(self, ids: ArrayLike) -> np.ndarray:
         """The row positions (in ``paths``) of the images ``ids``, in the same shape.
+
+        Parameters
+        ----------
+        ids : array-like of int
+            Image ids.
+
+        Returns
+        -------
+        rows : ndarray of int
+            The position of each id, in the shape of ``ids``.
 
         Raises
         ------
@@ -374,7 +390,20 @@ class ImageIndex:
 
     @classmethod
     def read_metadata(cls, metadata, root):
-        """``metadata`` read and checked, before any work: what :meth:`_join` takes."""
+        """``metadata`` read and checked, before any work (what ``join_metadata`` joins).
+
+        Parameters
+        ----------
+        metadata : str, path-like, pandas.DataFrame or dict
+            As for :meth:`join_metadata`.
+        root : str, path-like or None
+            The indexed folder, which relative paths are relative to.
+
+        Returns
+        -------
+        read : tuple
+            The keys (absolute paths), the columns and a name of the source.
+        """
         return read_metadata(metadata, None if root is None else os.path.abspath(root), cls._reserved())
 
     @classmethod
