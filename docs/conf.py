@@ -21,7 +21,7 @@ from sklearn_imgretrieval import __version__  # noqa: E402
 
 project = "sklearn-imgretrieval"
 author = "the sklearn-imgretrieval developers"
-copyright = "the sklearn-imgretrieval developers"  # noqa: A001
+copyright = "the sklearn-imgretrieval developers"
 version = release = __version__
 
 root_doc = "site"
@@ -33,7 +33,13 @@ extensions = [
     "sphinx_gallery.gen_gallery",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "sg_execution_times.rst", "auto_examples/*.ipynb", "auto_examples/*.py", "auto_examples/*.zip"]
+exclude_patterns = [
+    "_build",
+    "sg_execution_times.rst",
+    "auto_examples/*.ipynb",
+    "auto_examples/*.py",
+    "auto_examples/*.zip",
+]
 templates_path = ["_templates"]
 
 # ------------------------------------------------------------------ MyST
