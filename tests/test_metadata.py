@@ -27,7 +27,7 @@ def _photo(path, shade, size=(24, 16), taken=None, camera=None, orientation=None
     if orientation:
         exif[0x0112] = orientation
     if taken:
-        exif.get_ifd(0x8769)[0x9003] = taken
+        exif[0x8769] = {0x9003: taken}  # the Exif IFD as a dict: Pillow 10.0 saves no edit made through get_ifd
     Image.new("RGB", size, (shade, 255 - shade, (7 * shade) % 256)).save(path, exif=exif, quality=95)
 
 

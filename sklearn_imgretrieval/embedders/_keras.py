@@ -34,16 +34,20 @@ from contextlib import contextmanager
 
 __all__ = ["import_keras", "tensorflow_info_dropped"]
 
+# The start of an INFO line of TensorFlow's C++ logging, up to the source file's name: abseil's
+# format (2.18 on: I, month and day, time, thread) or TensorFlow's own before it (2.16-2.17:
+# date, time, "I" and the file's folder).
+_INFO_START = rb"(?:I\d{4} [\d:.]+ +\d+ |\d{4}-\d\d-\d\d [\d:.]+: I (?:[\w.]+/)*)"
 # The start-up notices dropped, each a whole line (TensorFlow 2.16-2.21).
 _NOTICES = re.compile(
     rb"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    rb"|I\d{4} [\d:.]+ +\d+ port\.cc:\d+\] oneDNN custom operations are on\. .*"
-    rb"|I\d{4} [\d:.]+ +\d+ cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized .*"
+    rb"|" + _INFO_START + rb"port\.cc:\d+\] oneDNN custom operations are on\. .*"
+    rb"|" + _INFO_START + rb"cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized .*"
 )
 # The second line of the CPU-feature notice, dropped only right after its first.
 _CPU_FEATURES_CONTINUED = re.compile(rb"To enable the following instructions: .*")
-# Any INFO line of TensorFlow's C++ logging (abseil's format: I, month and day, time, thread, file:line]).
-_INFO = re.compile(rb"I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] .*")
+# Any INFO line of TensorFlow's C++ logging.
+_INFO = re.compile(_INFO_START + rb"[\w.]+:\d+\] .*")
 
 _STDERR_LOCK = threading.RLock()  # descriptor 2 is the process's: one redirection at a time
 

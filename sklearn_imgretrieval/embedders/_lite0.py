@@ -436,7 +436,8 @@ def lite_network(variant, input_shape=None, *, weights="imagenet", include_top=F
         full.load_weights(weights)
     if include_top:
         return full
-    return keras.Model(full.inputs, full.get_layer(FEATURE_LAYER).output, name=variant)
+    # its one input as a tensor, not a list of one: Keras 3.8 warns when called on a tensor otherwise
+    return keras.Model(full.inputs[0], full.get_layer(FEATURE_LAYER).output, name=variant)
 
 
 build_lite0 = functools.partial(build_lite, "efficientnet_lite0")

@@ -16,13 +16,19 @@ for every metric, the smallest distance comes first.
 
 Per-search settings and subsets travel as FAISS ``SearchParameters`` (a
 subset as an ``IDSelectorBitmap``), so a search never changes the index.
+FAISS's binary IVF and HNSW take no parameters before 1.14: binary IVF is
+searched through a view of its cells that carries the search's ``n_probe``
+(on every version), and binary HNSW on those versions sets ``ef_search``
+for the search under a lock and puts it back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
+import threading
 from typing import Literal
 
 import numpy as np
@@ -36,6 +42,7 @@ BINARY_METRICS = frozenset({"hamming"})
 #: Rows FAISS's k-means wants per centroid (``ClusteringParameters.min_points_per_centroid``).
 MIN_ROWS_PER_CENTROID = 39
 _CHUNK = 65536  # rows gathered at a time when re-scoring or rebuilding
+_RUNS_COPIED_WHOLE = 16  # rows in at most this many contiguous runs are copied run by run
 
 
 def import_faiss():
@@ -328,8 +335,17 @@ class FaissBackend(SearchBackend):
         return raw, np.where(found >= 0, subset[np.maximum(found, 0)], -1).astype(np.int64)
 
     def _rows_of(self, subset):
-        """The stored rows ``subset`` (sorted), gathered a contiguous run at a time."""
-        return np.concatenate([self.reconstruct(*span) for span in _spans(subset)] or [self.reconstruct(0, 0)])
+        """The stored rows ``subset`` (sorted).
+
+        Scattered rows are gathered in one call: FAISS's IVF ``reconstruct_n``
+        scans every cell, which made a search within 1% of 1M rows take 10 s
+        a contiguous run at a time (bench_filters.py). Binary indexes have no
+        batch reconstruction, and long runs are copied faster whole.
+        """
+        spans = _spans(subset)
+        if not self._binary and len(spans) > _RUNS_COPIED_WHOLE:
+            return self._faiss_index.reconstruct_batch(np.ascontiguousarray(subset, dtype=np.int64))
+        return np.concatenate([self.reconstruct(*span) for span in spans] or [self.reconstruct(0, 0)])
 
     def range_search(self, X, radius, settings, subset=None):
         faiss = import_faiss()
@@ -563,7 +579,7 @@ class FaissIVFBackend(FaissBackend):
     algorithms = ("ivf",)
     Params = IVFParams
     exact = False
-    binary_selects = False  # FAISS's binary IVF refuses selectors
+    binary_selects = False  # searched through a view of its cells (_binary_view), which takes no selector
 
     @classmethod
     def resolve_params(cls, params, n_samples):
@@ -631,15 +647,27 @@ class FaissIVFBackend(FaissBackend):
     def _range_searched_index(self, faiss, settings, selector):
         if not self._binary:
             return super()._range_searched_index(faiss, settings, selector)
-        # FAISS's binary IVF range search reads n_probe from the index only: search a
-        # view that shares its cells and rows and carries this search's n_probe.
+        return self._binary_view(faiss, min(settings.n_probe, self.n_cells)), None
+
+    def _raw_search(self, faiss, rows, k, parameters, n_jobs):
+        if not self._binary:
+            return super()._raw_search(faiss, rows, k, parameters, n_jobs)
+        with faiss_threads(faiss, n_jobs):
+            return self._binary_view(faiss, parameters.nprobe).search(rows, k)
+
+    def _binary_view(self, faiss, n_probe):
+        """The binary IVF index as a view that shares its cells and rows and searches ``n_probe`` cells.
+
+        FAISS's binary IVF reads n_probe from the index only (range search on
+        every version, search before 1.14), and a search must not change it.
+        """
         ivf = self._faiss_index
         view = faiss.IndexBinaryIVF(ivf.quantizer, ivf.d, ivf.nlist)
         view.replace_invlists(ivf.invlists, False)
         view.ntotal, view.is_trained = ivf.ntotal, True
-        view.nprobe = min(settings.n_probe, self.n_cells)
+        view.nprobe = n_probe
         view.referenced_objects = [ivf]  # the view reads the index's cells and quantizer
-        return view, None
+        return view
 
     def _searches_subset_exactly(self, subset):
         # A filter matching few rows: the probed cells would hold few of them (recall@10 0.70 at 1%
@@ -691,8 +719,24 @@ class FaissHNSWBackend(FaissBackend):
     def _build_threads(self):
         return 1 if self.params.random_state is not None else self.n_jobs
 
+    @property
+    def binary_selects(self):
+        return binary_hnsw_takes_parameters(import_faiss())
+
     def _searches_subset_exactly(self, subset):
         return super()._searches_subset_exactly(subset) or len(subset) <= _EXACT_SUBSET_SHARE * self.n_samples
+
+    def _raw_search(self, faiss, rows, k, parameters, n_jobs):
+        if not self._binary or binary_hnsw_takes_parameters(faiss):
+            return super()._raw_search(faiss, rows, k, parameters, n_jobs)
+        # FAISS before 1.14: the graph's own ef_search, set for this search only.
+        hnsw = self._faiss_index.hnsw
+        with _BINARY_HNSW_SETTING, faiss_threads(faiss, n_jobs):
+            before, hnsw.efSearch = hnsw.efSearch, parameters.efSearch
+            try:
+                return self._faiss_index.search(rows, k)
+            finally:
+                hnsw.efSearch = before
 
     def _search_parameters(self, faiss, settings, selector, *, exhaustive=False, share=1.0):
         widest = max(self.n_samples, settings.ef_search)
@@ -706,6 +750,22 @@ class FaissHNSWBackend(FaissBackend):
             return super()._search_missing(faiss, rows, k, settings, subset, selector)
         # The graph's paths may not reach every row of a small subset at any ef_search.
         return self._search_subset_exhaustively(faiss, rows, k, settings, subset)
+
+
+_BINARY_HNSW_SETTING = threading.Lock()  # one search at a time sets a binary graph's ef_search
+
+
+@functools.cache
+def binary_hnsw_takes_parameters(faiss):
+    """Whether FAISS's binary HNSW takes search parameters (1.14 and later), tried on a one-row graph."""
+    index = faiss.IndexBinaryHNSW(8, 2)
+    row = np.zeros((1, 1), dtype=np.uint8)
+    index.add(row)
+    try:
+        index.search(row, 1, params=faiss.SearchParametersHNSW(efSearch=1))
+    except RuntimeError:
+        return False
+    return True
 
 
 # ----------------------------------------------------------------- IVF-PQ
