@@ -65,6 +65,7 @@ _EXIF_HEADER, _XMP_HEADER, _MPF_HEADER = b"Exif\x00\x00", b"http://ns.adobe.com/
 _REDUCING_GAP = 2
 # Failing files listed in one error message; the rest are counted.
 _MAX_LISTED_FAILURES = 20
+_MAX_LISTED_SKIPPED = 10  # files named in a warning about skipped files
 # ITU-R 601-2 luma, the weights Pillow uses for RGB -> L.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _RESAMPLE = Image.Resampling.BILINEAR
@@ -536,7 +537,8 @@ def load_one(item, channels, size, crop):
     return _array_to_image(item, channels, size, crop)
 
 
-def _reason(exc):
+def read_error_reason(exc):
+    """Why an image could not be read, in a few words (the same for every command)."""
     if isinstance(exc, UnidentifiedImageError):
         return "not an image Pillow can read"
     if isinstance(exc, FileNotFoundError):
@@ -561,7 +563,7 @@ def map_threads(function, items, n_jobs):
         try:
             return function(items[index]), None
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            return None, _reason(exc)
+            return None, read_error_reason(exc)
 
     if n_threads <= 1:
         outcomes = [guarded(i) for i in range(len(items))]
@@ -593,6 +595,17 @@ def raise_for_failures(items, failures, action):
     else:
         advice = "Fix or drop these images."
     raise ValueError(f"Could not {action} {len(failures)} of {len(items)} images:\n{listed}\n{advice}")
+
+
+def skipped_files_message(skipped):
+    """The one line that says which files were skipped as unreadable, and why.
+
+    ``skipped`` lists ``(path, reason)``; every command and function that
+    skips files says it in these words (the first 10, then a count).
+    """
+    listed = "; ".join(f"{path} ({reason})" for path, reason in skipped[:_MAX_LISTED_SKIPPED])
+    more = f"; and {len(skipped) - _MAX_LISTED_SKIPPED} more" if len(skipped) > _MAX_LISTED_SKIPPED else ""
+    return f"Skipped {len(skipped)} unreadable image file(s): {listed}{more}"
 
 
 def read_images(items, *, shape, size, crop, n_jobs=None):

@@ -276,7 +276,14 @@ def _is_readable_image(path):
             img.load()
         return None
     except Exception as exc:  # any failure means the file is unusable
-        return f"{type(exc).__name__}: {exc}"
+        return _image_io.read_error_reason(exc)
+
+
+def _class_folder(folders, label_from):
+    """The class name of a file under these folders (below root): the top one, or all of them."""
+    if not folders:
+        return ""
+    return folders[0] if label_from == "top" else "/".join(folders)
 
 
 def load_image_folder(
@@ -285,11 +292,15 @@ def load_image_folder(
     recursive: bool = True,
     verify: bool = False,
     n_jobs: int | None = None,
+    label_from: Literal["top", "parent"] = "top",
 ) -> tuple[list[str], np.ndarray, list[str]]:
     """Paths and labels of a folder of images, one subfolder per class.
 
     ``root/cat/a.jpg`` gets the label of class ``"cat"``. Images directly in
-    ``root`` belong to the class ``""`` (useful for unlabelled folders).
+    ``root`` belong to the class ``""`` (useful for unlabelled folders). In
+    nested folders the class is the top subfolder by default
+    (``root/cat/indoor/b.jpg`` is a ``"cat"``); ``label_from="parent"``
+    makes it the folder that holds the file (``"cat/indoor"``).
 
     Parameters
     ----------
@@ -298,12 +309,16 @@ def load_image_folder(
     extensions : tuple of str, default=IMAGE_EXTENSIONS
         File name endings taken as images, compared case-insensitively.
     recursive : bool, default=True
-        Walk nested folders; the label is the first folder level below root.
+        Walk nested folders.
     verify : bool, default=False
         Open every file and drop those Pillow cannot read, with one warning
         that names them.
     n_jobs : int, default=None
         Threads used by ``verify``.
+    label_from : {"top", "parent"}, default="top"
+        Which folder names an image's class: the first level below root, or
+        the folder that holds the image, as its path below root with ``/``
+        between folder names.
 
     Returns
     -------
@@ -312,7 +327,7 @@ def load_image_folder(
     labels : ndarray of int, shape (n_images,)
         Index into ``class_names`` of each image.
     class_names : list of str
-        Sorted subfolder names.
+        Sorted folder names, as ``label_from`` chose them.
 
     Examples
     --------
@@ -327,6 +342,8 @@ def load_image_folder(
     >>> labels, class_names
     (array([0, 0, 1]), ['cat', 'dog'])
     """
+    if label_from not in ("top", "parent"):
+        raise ValueError(f"label_from must be 'top' or 'parent', not {label_from!r}.")
     root = Path(path)
     if not root.is_dir():
         raise ValueError(f"{root} is not a folder. Pass the folder that holds the images.")
@@ -337,18 +354,14 @@ def load_image_folder(
         reasons, _ = _image_io.map_threads(_is_readable_image, files, n_jobs)
         bad = [(f, r) for f, r in zip(files, reasons) if r is not None]
         if bad:
-            warnings.warn(
-                f"Skipped {len(bad)} unreadable image file(s): " + "; ".join(f"{f} ({r})" for f, r in bad),
-                UserWarning,
-                stacklevel=2,
-            )
+            warnings.warn(_image_io.skipped_files_message(bad), UserWarning, stacklevel=2)
             bad_set = {f for f, _ in bad}
             files = [f for f in files if f not in bad_set]
     if not files:
         raise ValueError(
             f"No image files in {root} (extensions {', '.join(suffixes)}). Check the path, or pass extensions=."
         )
-    folders = [f.relative_to(root).parts[0] if len(f.relative_to(root).parts) > 1 else "" for f in files]
+    folders = [_class_folder(f.relative_to(root).parts[:-1], label_from) for f in files]
     class_names = sorted(set(folders))
     lookup = {name: i for i, name in enumerate(class_names)}
     labels = np.array([lookup[folder] for folder in folders])

@@ -185,6 +185,8 @@ def check(command, unwanted=("keras", "tensorflow", "skops")):
     assert not loaded, f"{command} imported {loaded}"
 
 
+assert main(["index", str(folder), "-o", str(index), "--update", "--size", "128", "128"]) == 2
+check("index --update --size", unwanted=("keras", "tensorflow", "onnxruntime"))
 assert main(["query", str(index), str(folder / "stripes" / "stripes3.jpg"), "-k", "2"]) == 0
 check("query")
 assert main(["dedupe", "--index", str(index), "--max-distance", "0.01"]) == 0
@@ -235,8 +237,8 @@ def test_demo_finds_the_edited_copies_and_writes_the_picture(tmp_path):
     assert f"wrote {picture}" in printed
     with Image.open(picture) as image:
         image.load()
-        # six queries, each with seven neighbours: a wide grid
-        assert image.format == "PNG" and image.width > 700 and image.height > 600
+        # six queries, each with seven neighbours, by raw pixels and by the network side by side: two wide grids
+        assert image.format == "PNG" and image.width > 1400 and image.height > 600
 
 
 def test_a_missing_optional_dependency_is_one_line(index_file, photos, tmp_path):
@@ -302,7 +304,11 @@ def _stalled_index(photos, output):
     """An `index` run whose write stops half-way until it is signalled (stdout says when)."""
     code = textwrap.dedent(
         f"""
-        import sys, time, types
+        import signal, sys, time, types
+
+        # Ctrl-C as from a terminal, even when the test runner was started with SIGINT ignored
+        # (a background job of a script), which this child would otherwise inherit.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
         def stalled_dump(obj, file):
             file.write(b"PK\\x03\\x04" + bytes(4096))  # the start of a new index
@@ -344,7 +350,10 @@ def test_ctrl_c_is_one_line_status_130_and_nothing_written(photos, index_file, t
     shutil.copy(index_file, target)
     child = _stalled_index(photos, target)
     child.send_signal(signal.SIGINT)
-    _, stderr = child.communicate()
+    try:
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        child.kill()
     assert child.returncode == 130
     assert stderr.splitlines()[-1] == "imgretrieval: interrupted; nothing written" and "Traceback" not in stderr
     assert target.read_bytes() == index_file.read_bytes()
@@ -404,6 +413,49 @@ def test_warnings_are_printed_but_other_packages_deprecation_notices_are_not(cap
         warnings.warn("builtin type SwigPyObject has no __module__ attribute", DeprecationWarning, stacklevel=1)
         warnings.warn("Skipped 1 unreadable image file(s)", UserWarning, stacklevel=1)
     assert capsys.readouterr().err == "imgretrieval: warning: Skipped 1 unreadable image file(s)\n"
+
+
+def test_index_update_and_dedupe_name_an_unreadable_file_in_the_same_words(tmp_path):
+    folder = tmp_path / "shots"
+    (folder / "trip").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (24, 16), (40 * i, 90, 200 - 40 * i)).save(folder / "trip" / f"{i}.png")
+    broken = folder / "trip" / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    said = f"imgretrieval: warning: Skipped 1 unreadable image file(s): {broken} (not an image Pillow can read)"
+    index = tmp_path / "shots.idx"
+    messages = [
+        main("index", folder, "-o", index, "--embedder", "pca", "--size", 16, 16)[2],
+        main("index", folder, "-o", index, "--update")[2],
+        main("dedupe", folder)[2],
+    ]
+    assert [said in message.splitlines() for message in messages] == [True] * 3, messages
+
+
+def test_labels_come_from_the_top_folder_or_the_one_holding_each_image(tmp_path):
+    from sklearn_imgretrieval.indexing import load_index
+
+    folder = tmp_path / "shots"
+    for i, name in enumerate(["cats/indoor/1.png", "cats/garden/2.png", "cats/3.png", "dogs/4.png"]):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (24, 16), (50 * i, 90, 200 - 40 * i)).save(folder / name)
+    for labels, expected in (
+        (None, ["cats", "cats", "cats", "dogs"]),
+        ("parent", ["cats/garden", "cats/indoor", "cats", "dogs"]),
+    ):
+        index = tmp_path / f"{labels}.idx"
+        chosen = ["--labels", labels] if labels else []
+        status, _, err = main("index", folder, "-o", index, "--embedder", "pca", "--size", 8, 8, *chosen)
+        assert status == 0, err
+        loaded = load_index(index)
+        by_file = dict(zip(loaded.paths, (loaded.class_names[label] for label in loaded.labels)))
+        assert [
+            by_file[str(folder / name)]
+            for name in ("cats/garden/2.png", "cats/indoor/1.png", "cats/3.png", "dogs/4.png")
+        ] == expected
+    # an update takes the labels the index was built with, and refuses others
+    status, _, err = main("index", folder, "-o", tmp_path / "parent.idx", "--update", "--labels", "top")
+    assert status == 2 and "the index was built with --labels parent, not top" in err
 
 
 def test_query_of_a_pca_index_does_not_import_keras(photos, index_file):

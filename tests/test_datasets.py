@@ -76,6 +76,12 @@ def test_image_folder_labels_extensions_and_verify(tmp_path):
     assert [p.rsplit("/", 1)[-1] for p in paths] == ["a.png", "b.JPG", "broken.jpg", "c.bmp", "top.png"]
     assert list(labels) == [1, 1, 2, 2, 0]
 
+    # the top subfolder names the class, or, with label_from="parent", the folder holding the file
+    paths, labels, class_names = load_image_folder(tmp_path, label_from="parent")
+    assert class_names == ["", "cat", "cat/sub", "dog"] and list(labels) == [1, 2, 3, 3, 0]
+    with pytest.raises(ValueError, match="label_from must be 'top' or 'parent', not 'leaf'"):
+        load_image_folder(tmp_path, label_from="leaf")
+
     shallow, _, _ = load_image_folder(tmp_path, recursive=False)
     assert [p.rsplit("/", 1)[-1] for p in shallow] == ["top.png"]
 

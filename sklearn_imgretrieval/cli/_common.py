@@ -138,7 +138,7 @@ def fit_components_to(embedder, n_samples, n_features):
     return embedder
 
 
-def list_folder(folder, verify=True):
+def list_folder(folder, verify=True, label_from="top"):
     """Paths, labels and class names of the images of ``folder``; with ``verify``
     only the readable ones, the others named in one warning."""
     from .._image_io import IMAGE_EXTENSIONS
@@ -149,7 +149,7 @@ def list_folder(folder, verify=True):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            found = load_image_folder(folder, verify=verify, n_jobs=-1)
+            found = load_image_folder(folder, verify=verify, n_jobs=-1, label_from=label_from)
         except ValueError:  # the folder exists, so: no readable image in it
             found = None
     for warning in caught:

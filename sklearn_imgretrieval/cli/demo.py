@@ -47,11 +47,43 @@ def _scores(groups, neighbour_groups, is_query):
     }
 
 
+def _picture(images, groups, titles, answers):
+    """The same queries answered by each pipeline, side by side: what the table's numbers look like."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting import plot_retrieval
+
+    shown = [titles.index(f"{photo}, {edit}") for photo, edit in _SHOWN]
+    n_cols = _N_COPIES + 2  # the query and its 7 nearest others
+    fig = plt.figure(figsize=(1.4 * n_cols * len(answers), 1.5 * len(shown) + 0.6))
+    for panel, (name, (distances, indices)) in zip(fig.subfigures(1, len(answers), wspace=0.05), answers.items()):
+        plot_retrieval(
+            [images[i] for i in shown],
+            images,
+            indices[shown],
+            distances[shown],
+            query_labels=groups[shown],
+            gallery_labels=groups,
+            query_titles=[titles[i].replace(", ", "\n") for i in shown],
+            ax=panel.add_subplot(),
+        )
+        panel.suptitle(f"by {name}", fontsize=11)
+    fig.text(
+        0.5,
+        0.0,
+        "queries (left of each half) and their 7 nearest other images, cosine distance above each; "
+        "green: a copy of the same photo, red: another image",
+        ha="center",
+        va="bottom",
+        fontsize=9,
+    )
+    return fig
+
+
 def run(args):
     args.outputs.check([("--out", args.out)], figures=[args.out])
     from .. import ImagePreprocessor, NearestImageRetriever, PretrainedCNNEmbedder, make_retrieval_pipeline
     from ..datasets import load_sample_photos, make_near_duplicates
-    from ..plotting import plot_retrieval
 
     photos, names = load_sample_photos()
     distractors, distractor_names = load_sample_photos("distractors")
@@ -75,30 +107,15 @@ def run(args):
             NearestImageRetriever(metric="cosine"),
         ),
     }
-    rows, answers = [], None
+    rows, answers = [], {}
     for name, pipe in pipelines.items():
         started = time.perf_counter()
         pipe.fit(images, groups)  # a pretrained network: nothing is trained
         # each image against the others; one more than the copies, to show the nearest other image
         distances, indices = pipe.kneighbors(n_neighbors=_N_COPIES + 1)
         rows.append((name, _scores(groups, groups[indices[:, :_N_COPIES]], is_query), time.perf_counter() - started))
-        answers = distances, indices  # the last, pretrained, is pictured
+        answers[name] = distances, indices
     print(metrics_table(rows))
-    distances, indices = answers
-    shown = [titles.index(f"{photo}, {edit}") for photo, edit in _SHOWN]
-    fig = plot_retrieval(
-        [images[i] for i in shown],
-        images,
-        indices[shown],
-        distances[shown],
-        query_labels=groups[shown],
-        gallery_labels=groups,
-        query_titles=[titles[i].replace(", ", "\n") for i in shown],
-    )
-    fig.suptitle(
-        "queries (left) and their 7 nearest other images by EfficientNet-Lite0, cosine distance above each;\n"
-        "green: a copy of the same photo, red: another image",
-        fontsize=9,
-    )
+    fig = _picture(images, groups, titles, answers)
     args.outputs.save_figure(fig, args.out)
     print(f"wrote {args.out}")

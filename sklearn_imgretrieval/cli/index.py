@@ -1,10 +1,12 @@
 """``imgretrieval index``: stream a folder of images into a searchable index file."""
 
 import math
+import os
 import sys
 from pathlib import Path
 
 from .. import embedders
+from .._image_io import skipped_files_message
 from ._common import (
     UsageError,
     check_enough_images,
@@ -39,12 +41,20 @@ def add_parser(commands, formatter):
         "  imgretrieval index photos/ -o /shared/photos.idx --shards 8 --scheduler tcp://10.0.0.5:8786",
         formatter_class=formatter,
     )
-    parser.add_argument("folder", help="folder of images (subfolders are labels)")
+    parser.add_argument(
+        "folder", help="folder of images; each image's label is its top subfolder below FOLDER (see --labels)"
+    )
     parser.add_argument("-o", "--output", required=True, help="index file to write, such as photos.idx")
     parser.add_argument(
         "--update",
         action="store_true",
         help="update the index in --output: embed new and changed files (by size and time), drop deleted ones",
+    )
+    parser.add_argument(
+        "--labels",
+        choices=("top", "parent"),
+        help="which folder is an image's label: 'top', the first level below FOLDER (FOLDER/cats/indoor/1.jpg is a "
+        "'cats'), or 'parent', the folder holding the image ('cats/indoor'). Default: top",
     )
     parser.add_argument("--metric", help="distance between embeddings. Default: cosine")
     parser.add_argument(
@@ -170,7 +180,8 @@ def run(args):
         [("-o", output), ("-o", checkpoint)], reads=[args.metadata] if args.metadata else [], scans=[args.folder]
     )
     _read_metadata(args.metadata, args.folder)  # checked before any image is read
-    paths, labels, class_names = list_folder(args.folder, verify=False)
+    if not Path(args.folder).is_dir():
+        raise UsageError(f"{args.folder} is not a folder")
     with dask_client(args.scheduler, args.workers) as client:
         stored, index = None, None
         if args.update:
@@ -178,19 +189,25 @@ def run(args):
                 raise UsageError(f"--update needs the index to update, and there is none at {output}")
             index = load_index(output, client=client)
             stored = index.settings
-            for option, value in (("metric", args.metric), ("algorithm", args.algorithm), ("shards", args.shards)):
-                if value is not None and stored.get(option) != value:
+            given = (("metric", args.metric), ("algorithm", args.algorithm), ("shards", args.shards))
+            # indexes from before --labels took their labels from the top folder
+            for option, value in (*given, ("labels", args.labels)):
+                built = stored.get(option, "top" if option == "labels" else None)
+                if value is not None and built != value:
                     raise UsageError(
-                        f"the index was built with --{option} {stored.get(option)}, not {value}; leave --{option} "
+                        f"the index was built with --{option} {built}, not {value}; leave --{option} "
                         "out, or build a new index without --update."
                     )
         settings = embedder_settings(args, stored)
         settings["metric"] = (stored or {}).get("metric") or args.metric or "cosine"
         settings["algorithm"] = (stored or {}).get("algorithm") or args.algorithm or "auto"
         settings["shards"] = (stored or {}).get("shards") or args.shards
-        if settings["embedder"] in embedders.LEARNED_EMBEDDERS and len(paths) <= args.fit_sample and not args.update:
-            # The embedder learns from every image: count only the readable ones (a small folder, so cheap).
-            paths, labels, class_names = list_folder(args.folder, verify=True)
+        settings["labels"] = (stored or {}).get("labels") or args.labels or "top"
+        # The embedder learns from every image of a small folder: count only the readable ones (cheap there).
+        verify = settings["embedder"] in embedders.LEARNED_EMBEDDERS and not args.update
+        paths, labels, class_names = list_folder(args.folder, verify=False, label_from=settings["labels"])
+        if verify and len(paths) <= args.fit_sample:
+            paths, labels, class_names = list_folder(args.folder, verify=True, label_from=settings["labels"])
         check_enough_images(settings["embedder"], len(paths), args.folder)
 
         try:
@@ -216,9 +233,10 @@ def run(args):
     delete_saved(checkpoint)
     if args.update:
         if changes.skipped:
-            listed = "; ".join(f"{path} ({reason})" for path, reason in changes.skipped[:20])
-            more = f"; and {len(changes.skipped) - 20} more" if len(changes.skipped) > 20 else ""
-            print(f"imgretrieval: warning: skipped unreadable image files: {listed}{more}", file=sys.stderr)
+            # named under the folder as the user typed it, as `index` and `dedupe` name them
+            root = index.root or os.curdir
+            shown = [(os.path.join(args.folder, os.path.relpath(path, root)), why) for path, why in changes.skipped]
+            print(f"imgretrieval: warning: {skipped_files_message(shown)}", file=sys.stderr)
         print(f"updated {output} from {args.folder}: {changes}; {len(index)} images in all")
     else:
         print(f"indexed {len(index)} images from {args.folder} into {output}")

@@ -13,6 +13,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils import check_random_state
 
+from .._image_io import skipped_files_message
 from ..pipeline import _is_fitted
 from ._image_index import ImageIndex, _check_inputs, load_index
 from ._streaming import Appender
@@ -161,9 +162,7 @@ def build_index(
     index.labels = None if labels is None else np.empty(0, dtype=np.int64)
     skipped = Appender(index, checkpoint, progress).add(paths, labels, chunk_size=chunk_size, client=client)
     if skipped:
-        listed = "; ".join(f"{path} ({reason})" for path, reason in skipped[:10])
-        more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-        warnings.warn(f"Skipped {len(skipped)} unreadable image file(s): {listed}{more}", UserWarning, stacklevel=2)
+        warnings.warn(skipped_files_message(skipped), UserWarning, stacklevel=2)
     if not len(index):
         raise ValueError(f"None of the {len(paths)} files could be read as an image; nothing was indexed.")
     if joined is not None:
