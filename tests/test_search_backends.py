@@ -522,3 +522,16 @@ def test_filtered_flat_search_in_chunks_of_the_subset_is_exact(metric, monkeypat
     truth_d, truth = NearestNeighbors(n_neighbors=5, metric=metric).fit(gallery[subset]).kneighbors(queries)
     np.testing.assert_array_equal(found, subset[truth])
     np.testing.assert_allclose(distances, truth_d, atol=1e-6)
+
+
+@pytest.mark.parametrize("algorithm", ["ivf", "hnsw", "ivfpq"])
+def test_a_small_scattered_subset_is_gathered_and_searched_exactly(algorithm):
+    # 60 scattered rows of 3,000 (2%): gathered from the index in one call, then searched exactly
+    rng = np.random.default_rng(0)
+    gallery, queries = rng.normal(size=(3000, 8)).astype(np.float32), rng.normal(size=(20, 8)).astype(np.float32)
+    subset = np.sort(rng.choice(3000, 60, replace=False))
+    retriever = NearestImageRetriever(algorithm=algorithm, refine="flat", random_state=0).fit(gallery)
+    distances, found = retriever.kneighbors(queries, n_neighbors=5, subset=subset)
+    truth_d, truth = NearestNeighbors(n_neighbors=5).fit(gallery[subset]).kneighbors(queries)
+    np.testing.assert_array_equal(found, subset[truth])
+    np.testing.assert_allclose(distances, truth_d, rtol=1e-5)

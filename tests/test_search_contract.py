@@ -45,7 +45,8 @@ def test_a_subset_is_searched_inside_the_search(rows, algorithm, share):
     assert indices.shape == (20, 10) and np.isin(indices, subset).all()
     truth = subset[NearestNeighbors(n_neighbors=10).fit(X[subset]).kneighbors(queries, return_distance=False)]
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(indices, truth)])
-    assert recall == 1.0 if BACKENDS[algorithm].exact else recall >= 0.9
+    # at most 2% of the rows: the matching rows are gathered and searched exactly, whatever the backend
+    assert recall == 1.0 if BACKENDS[algorithm].exact or share <= 0.02 else recall >= 0.9
     mask = np.zeros(len(X), dtype=bool)
     mask[subset] = True
     for a, b in zip((distances, indices), retriever.kneighbors(queries, n_neighbors=10, subset=mask)):

@@ -448,6 +448,17 @@ def _spans(indices):
     return spans
 
 
+#: A filtered IVF or HNSW search widens n_probe / ef_search by ``share ** -_WIDENING``. 1 lets it
+#: see as many matching rows as an unfiltered search sees rows: on a hard second data set 0.5 lost
+#: 0.09 of recall@10 at 10% where 1 lost none (bench_filters.py, part 3), though 0.5 is 3x faster.
+_WIDENING = 1.0
+
+
+def _widened(setting, share):
+    """``n_probe`` or ``ef_search`` of a search within ``share`` of the rows."""
+    return math.ceil(setting / share**_WIDENING)
+
+
 # ------------------------------------------------------------------- flat
 #: Filters matching at most this share of the rows are searched over the matching rows, exactly.
 _EXACT_SUBSET_SHARE = 0.02
@@ -675,7 +686,7 @@ class FaissIVFBackend(FaissBackend):
         return super()._searches_subset_exactly(subset) or len(subset) <= _EXACT_SUBSET_SHARE * self.n_samples
 
     def _search_parameters(self, faiss, settings, selector, *, exhaustive=False, share=1.0):
-        n_probe = self.n_cells if exhaustive else min(math.ceil(settings.n_probe / share), self.n_cells)
+        n_probe = self.n_cells if exhaustive else min(_widened(settings.n_probe, share), self.n_cells)
         if selector is None:
             return faiss.SearchParametersIVF(nprobe=n_probe)
         return faiss.SearchParametersIVF(nprobe=n_probe, sel=selector)
@@ -740,7 +751,7 @@ class FaissHNSWBackend(FaissBackend):
 
     def _search_parameters(self, faiss, settings, selector, *, exhaustive=False, share=1.0):
         widest = max(self.n_samples, settings.ef_search)
-        ef_search = widest if exhaustive else min(math.ceil(settings.ef_search / share), widest)
+        ef_search = widest if exhaustive else min(_widened(settings.ef_search, share), widest)
         if selector is None:
             return faiss.SearchParametersHNSW(efSearch=ef_search)
         return faiss.SearchParametersHNSW(efSearch=ef_search, sel=selector)
