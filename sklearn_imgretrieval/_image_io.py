@@ -147,8 +147,10 @@ def read_header(item):
     return shape[:2] + (1 if shape[2] in (1, 2) else 3,)
 
 
-#: EXIF tags: camera make and model (IFD0), date and time taken (Exif IFD), and that IFD's pointer.
-_EXIF_MAKE, _EXIF_MODEL, _EXIF_DATETIME, _EXIF_IFD, _EXIF_TAKEN = 0x010F, 0x0110, 0x0132, 0x8769, 0x9003
+#: EXIF tags: camera make, model and the file's date (IFD0), the Exif IFD's pointer, and in that IFD
+#: the dates the photo was taken and digitized.
+_EXIF_MAKE, _EXIF_MODEL, _EXIF_DATETIME, _EXIF_IFD = 0x010F, 0x0110, 0x0132, 0x8769
+_EXIF_TAKEN, _EXIF_DIGITIZED = 0x9003, 0x9004
 
 
 def _exif_text(value):
@@ -179,6 +181,23 @@ def _jpeg_quality(img):
     return int(round(min(100.0, max(1.0, quality))))
 
 
+def exif_camera_and_taken(img):
+    """The camera and the date taken that an open image's EXIF records, each None when absent.
+
+    The camera is the make and model (``"Google Pixel 7"``); the date, as
+    EXIF writes it (``"YYYY:MM:DD HH:MM:SS"``), is when the photo was taken,
+    else digitized, else the file's own date. The one reading of both: an
+    index's ``taken`` and ``camera`` columns and dedupe's ``--keep original``
+    agree about every file.
+    """
+    exif = img.getexif()
+    details = exif.get_ifd(_EXIF_IFD)
+    camera = " ".join(filter(None, (_exif_text(exif.get(_EXIF_MAKE)), _exif_text(exif.get(_EXIF_MODEL)))))
+    dates = (details.get(_EXIF_TAKEN), details.get(_EXIF_DIGITIZED), exif.get(_EXIF_DATETIME))
+    taken = next(filter(None, map(_exif_text, dates)), None)
+    return camera or None, taken
+
+
 def read_facts(path):
     """What a file's header says about the image in it, without decoding pixels.
 
@@ -189,9 +208,7 @@ def read_facts(path):
     """
     with Image.open(path) as img:
         height, width = _oriented_size(img)
-        exif = img.getexif()
-        camera = " ".join(filter(None, (_exif_text(exif.get(_EXIF_MAKE)), _exif_text(exif.get(_EXIF_MODEL)))))
-        taken = _exif_text(exif.get_ifd(_EXIF_IFD).get(_EXIF_TAKEN)) or _exif_text(exif.get(_EXIF_DATETIME))
+        camera, taken = exif_camera_and_taken(img)
         return {
             "height": height,
             "width": width,

@@ -36,7 +36,7 @@ def shoot(tmp_path):
         photo = _photo(n)
         exif = Image.Exif()
         exif[_MAKE], exif[_MODEL] = "Canon", "EOS R5"
-        exif.get_ifd(_EXIF_IFD)[_TAKEN] = f"2023:05:0{n + 1} 10:00:00"
+        exif[_EXIF_IFD] = {_TAKEN: f"2023:05:0{n + 1} 10:00:00"}  # as a dict: Pillow 10.0 saves no get_ifd edit
         photo.save(originals / f"IMG_{n}.jpg", quality=92, exif=exif)
         old = time.time() - 86400 * 30
         os.utime(originals / f"IMG_{n}.jpg", (old, old))
@@ -59,6 +59,23 @@ def test_the_original_is_kept_not_a_re_saved_copy(shoot):
     largest = [Path(found.items[i]) for i, _ in found.kept(keep="largest")]
     assert all(path.suffix == ".png" and path.parent.name == "edits" for path in largest)
     assert not any("originals" in found.items[i] for i in found.redundant())
+
+
+def test_the_index_and_the_keep_rule_read_the_same_camera_and_date(shoot):
+    from sklearn_imgretrieval._image_io import read_facts
+    from sklearn_imgretrieval.indexing._records import read_record
+
+    originals = sorted((shoot / "originals").glob("*.jpg"))
+    assert [read_record(path)["camera"] for path in originals] == ["Canon EOS R5"] * 3
+    assert [read_record(path)["taken"] for path in originals] == [
+        np.datetime64(f"2023-05-0{n + 1}T10:00:00") for n in range(3)
+    ]
+    for path in sorted(shoot.rglob("*.*")):
+        record, facts = read_record(path), read_facts(path)
+        assert record["camera"] == facts["camera"]
+        assert str(record["taken"]) == (
+            "NaT" if facts["taken"] is None else facts["taken"].replace(":", "-", 2).replace(" ", "T")
+        )
 
 
 def test_without_camera_metadata_the_earliest_then_the_camera_format_wins(tmp_path):

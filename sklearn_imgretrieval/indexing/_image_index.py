@@ -66,7 +66,7 @@ class ImageIndex:
     the index is built (never its pixels): ``path``, ``folder`` (relative to
     ``root``), ``file_size`` (bytes), ``width`` and ``height`` (pixels,
     upright), ``modified`` (the file's time, UTC), ``taken`` and ``camera``
-    (EXIF date taken and camera model, where the file has them), ``label``
+    (EXIF date taken and camera make and model, where the file has them), ``label``
     (its class name), and any columns of your own joined by path
     (:meth:`join_metadata`). ``where=`` filters searches on them, inside the
     search: a query gets ``k`` answers whenever ``k`` images match.

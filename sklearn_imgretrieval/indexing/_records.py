@@ -2,7 +2,7 @@
 
 For every file: its size and modification time (which ``update`` compares to
 find changed files), its width and height (upright, as EXIF orientation
-turns it), the EXIF date taken and camera model where present, and a digest
+turns it), the EXIF date taken and camera (make and model) where present, and a digest
 of its content: BLAKE2b of its size, its first and its last 64 KiB. The
 digest lets ``serve`` show a file only while it still holds what was
 indexed; whoever made an index cannot know those bytes of someone else's
@@ -19,14 +19,13 @@ import stat
 import numpy as np
 from PIL import Image
 
-from .._image_io import map_threads, read_header
+from .._image_io import exif_camera_and_taken, map_threads, read_header
 from ._columns import CategoryColumn, StringColumn, Table
 
 #: Bytes read at each end of a file for its digest.
 DIGEST_SPAN = 64 * 1024
 DIGEST_BYTES = 16
 _NO_DIGEST = bytes(DIGEST_BYTES)  # what a row without a recorded digest holds
-_EXIF_IFD, _MODEL, _TAKEN, _DIGITIZED = 0x8769, 0x0110, 0x9003, 0x9004
 _CAMERA_MAX_CHARS = 200  # EXIF strings are data from the file: kept short
 #: The columns recorded for every file, in the order they are shown.
 FILE_COLUMNS = ("file_size", "modified", "width", "height", "taken", "camera")
@@ -91,18 +90,16 @@ def read_record(path):
         digest = content_digest(fd, int(info.st_size))
         with Image.open(file) as image:  # reads the header only
             height, width, _ = read_header(image)
-            exif = image.getexif()
-            details = exif.get_ifd(_EXIF_IFD)
-            camera = exif.get(_MODEL)
-            taken = _exif_date(details.get(_TAKEN) or details.get(_DIGITIZED))
-    camera = camera.strip("\x00 ")[:_CAMERA_MAX_CHARS] if isinstance(camera, str) else ""
+            camera, taken = exif_camera_and_taken(image)
+    taken = _exif_date(taken)
+    camera = camera[:_CAMERA_MAX_CHARS] if camera else None
     return {
         "file_size": int(info.st_size),
         "modified": np.datetime64(int(info.st_mtime_ns), "ns"),
         "width": width,
         "height": height,
         "taken": taken,
-        "camera": camera or None,
+        "camera": camera,
         "digest": digest,
     }
 
