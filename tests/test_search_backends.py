@@ -535,3 +535,20 @@ def test_a_small_scattered_subset_is_gathered_and_searched_exactly(algorithm):
     truth_d, truth = NearestNeighbors(n_neighbors=5).fit(gallery[subset]).kneighbors(queries)
     np.testing.assert_array_equal(found, subset[truth])
     np.testing.assert_allclose(distances, truth_d, rtol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine", "hamming"])
+def test_hnsw_asked_for_every_row_answers_exactly_from_its_storage(metric):
+    # more neighbours than the graph's walk reaches: the short answers come from an exact search
+    rng = np.random.default_rng(0)
+    if metric == "hamming":
+        bits = rng.integers(0, 2, size=(300, 64), dtype=np.uint8)
+        gallery = np.packbits(bits, axis=1)
+        truth_d = NearestNeighbors(n_neighbors=300, metric="hamming").fit(bits).kneighbors(bits[:5])[0] * 64
+    else:
+        gallery = rng.normal(size=(300, 8)).astype(np.float32)
+        truth_d = NearestNeighbors(n_neighbors=300, metric=metric).fit(gallery).kneighbors(gallery[:5])[0]
+    retriever = NearestImageRetriever(algorithm="hnsw", metric=metric, random_state=0).fit(gallery)
+    distances, found = retriever.kneighbors(gallery[:5], n_neighbors=300)
+    assert [sorted(row) for row in found.tolist()] == [list(range(300))] * 5
+    np.testing.assert_allclose(distances, np.sort(truth_d, axis=1), atol=1e-4)
