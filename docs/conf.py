@@ -16,6 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The examples save their figures where this says (default: the working directory, which
+# sphinx-gallery makes examples/): into the build, never into the source tree.
+os.environ.setdefault("SKLEARN_IMGRETRIEVAL_FIGURES", str(ROOT / "docs" / "_build" / "example-figures"))
 
 from sklearn_imgretrieval import __version__  # noqa: E402
 

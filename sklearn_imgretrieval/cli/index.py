@@ -188,14 +188,12 @@ def run(args):
             if not output.is_file():
                 raise UsageError(f"--update needs the index to update, and there is none at {output}")
             index = load_index(output, client=client)
-            stored = index.settings
+            stored = {"labels": "top", **index.settings}  # indexes from before --labels took the top folder
             given = (("metric", args.metric), ("algorithm", args.algorithm), ("shards", args.shards))
-            # indexes from before --labels took their labels from the top folder
             for option, value in (*given, ("labels", args.labels)):
-                built = stored.get(option, "top" if option == "labels" else None)
-                if value is not None and built != value:
+                if value is not None and stored.get(option) != value:
                     raise UsageError(
-                        f"the index was built with --{option} {built}, not {value}; leave --{option} "
+                        f"the index was built with --{option} {stored.get(option)}, not {value}; leave --{option} "
                         "out, or build a new index without --update."
                     )
         settings = embedder_settings(args, stored)

@@ -298,8 +298,16 @@ class FaissBackend(SearchBackend):
         return faiss.SearchParameters(sel=selector) if selector is not None else None
 
     def _searches_subset_exactly(self, subset):
-        """Whether a search within ``subset`` goes over its rows exactly (cheaper than a filtered search)."""
-        return self._binary and not self.binary_selects
+        """Whether a search within ``subset`` goes over its rows exactly (cheaper than a filtered search).
+
+        So do binary indexes that take no selector, and approximate ones for a
+        filter matching few rows: the probed cells or the graph's walk would
+        hold few of them (recall@10 0.70 at 1% of 1M rows, bench_filters.py),
+        while the matching rows alone are quick to search exactly.
+        """
+        if self._binary and not self.binary_selects:
+            return True
+        return not self.exact and len(subset) <= _EXACT_SUBSET_SHARE * self.n_samples
 
     def _raw_search(self, faiss, rows, k, parameters, n_jobs):
         with faiss_threads(faiss, n_jobs):
@@ -680,11 +688,6 @@ class FaissIVFBackend(FaissBackend):
         view.referenced_objects = [ivf]  # the view reads the index's cells and quantizer
         return view
 
-    def _searches_subset_exactly(self, subset):
-        # A filter matching few rows: the probed cells would hold few of them (recall@10 0.70 at 1%
-        # of 1M rows, bench_filters.py), while the matching rows alone are quick to search exactly.
-        return super()._searches_subset_exactly(subset) or len(subset) <= _EXACT_SUBSET_SHARE * self.n_samples
-
     def _search_parameters(self, faiss, settings, selector, *, exhaustive=False, share=1.0):
         n_probe = self.n_cells if exhaustive else min(_widened(settings.n_probe, share), self.n_cells)
         if selector is None:
@@ -734,9 +737,6 @@ class FaissHNSWBackend(FaissBackend):
     def binary_selects(self):
         return binary_hnsw_takes_parameters(import_faiss())
 
-    def _searches_subset_exactly(self, subset):
-        return super()._searches_subset_exactly(subset) or len(subset) <= _EXACT_SUBSET_SHARE * self.n_samples
-
     def _raw_search(self, faiss, rows, k, parameters, n_jobs):
         if not self._binary or binary_hnsw_takes_parameters(faiss):
             return super()._raw_search(faiss, rows, k, parameters, n_jobs)
@@ -750,8 +750,8 @@ class FaissHNSWBackend(FaissBackend):
                 hnsw.efSearch = before
 
     def _search_parameters(self, faiss, settings, selector, *, exhaustive=False, share=1.0):
-        widest = max(self.n_samples, settings.ef_search)
-        ef_search = widest if exhaustive else min(_widened(settings.ef_search, share), widest)
+        # exhaustive is never asked for: short answers come from the flat storage (_search_missing)
+        ef_search = min(_widened(settings.ef_search, share), max(self.n_samples, settings.ef_search))
         if selector is None:
             return faiss.SearchParametersHNSW(efSearch=ef_search)
         return faiss.SearchParametersHNSW(efSearch=ef_search, sel=selector)

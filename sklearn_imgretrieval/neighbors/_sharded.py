@@ -26,8 +26,8 @@ answers from the others only when ``allow_partial=True``.
 
 from __future__ import annotations
 
+import copy
 import numbers
-import pickle
 import secrets
 import warnings
 from typing import Any
@@ -383,7 +383,7 @@ class ShardedRetriever(NeighborsAnswers, ClassNamePrefixFeaturesOutMixin, Transf
     # ---------------------------------------------------------------- shards
     def _new_shard(self, number):
         """A new, empty shard (the trained structure, or an unfitted copy of the retriever)."""
-        retriever = pickle.loads(pickle.dumps(self.trained_)) if self.trained_ is not None else clone(self.retriever_)
+        retriever = copy.deepcopy(self.trained_) if self.trained_ is not None else clone(self.retriever_)
         if self.client is None:
             return _Here(Shard(retriever))
         workers = _workers(self.client)
